@@ -1,0 +1,128 @@
+/**
+ * The FAIR detector for inference: high-pass -> restoration -> scoring, on a batch of images at
+ * model size. The restoration engine is pluggable ({@link Restorer}): the tfjs UNet on any tfjs
+ * backend, or onnxruntime (src/io/onnx-engine.ts). The high-pass and the scoring are shared by
+ * every engine, so engines can only differ in the restoration itself.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { BadInputError } from '../errors.js';
+import { HighPass } from './highpass.js';
+import { scoreBatch } from './score.js';
+import type { FairSpec, ImageF32 } from './types.js';
+import type { UNet } from './unet.js';
+
+/** Restores BGR images from the high-pass input. */
+export interface Restorer {
+  /** Engine name for logs and metrics, e.g. 'tfjs-wasm', 'onnxruntime-cpu'. */
+  readonly engine: string;
+  /**
+   * @param input NHWC float32, `n` images of size S x S x cin
+   * @returns NHWC float32, `n` images of S x S x 3 (BGR, unclamped)
+   */
+  restore(input: Float32Array, n: number, size: number, cin: number): Promise<Float32Array>;
+  dispose(): void;
+}
+
+/** Restoration with the tfjs UNet in eval mode (running BatchNorm statistics). */
+export class TfjsRestorer implements Restorer {
+  readonly engine: string;
+  constructor(readonly unet: UNet) {
+    this.engine = `tfjs-${tf.getBackend()}`;
+  }
+  async restore(input: Float32Array, n: number, size: number, cin: number): Promise<Float32Array> {
+    const y = tf.tidy(() => this.unet.predict(tf.tensor4d(input, [n, size, size, cin])));
+    try {
+      return (await y.data()) as Float32Array;
+    } finally {
+      y.dispose();
+    }
+  }
+  dispose(): void {
+    this.unet.dispose();
+  }
+}
+
+/** One image's detection. */
+export interface Detection {
+  /** Image score: max of the smoothed anomaly map. Higher = more anomalous. */
+  score: number;
+  /** Smoothed anomaly map, S*S row-major. */
+  map: Float32Array;
+  /** The restoration (S*S*3 HWC BGR), when asked for (pictures). */
+  restored?: Float32Array;
+}
+
+export interface DetectOptions {
+  /** Keep the restored images (for pictures); off on the live path. */
+  keepRestored?: boolean;
+}
+
+/** Check one image before it joins a batch, so a bad frame cannot spoil its neighbours. */
+export function validateModelImage(img: ImageF32, size: number): void {
+  if (img.width !== size || img.height !== size || img.channels !== 3) {
+    throw new BadInputError('wrong_size', `image is ${img.width}x${img.height}x${img.channels}, the model needs ${size}x${size}x3`);
+  }
+  if (img.data.length !== size * size * 3) throw new BadInputError('wrong_size', `image buffer has ${img.data.length} values, expected ${size * size * 3}`);
+  const d = img.data;
+  for (let i = 0; i < d.length; i++) {
+    if (!Number.isFinite(d[i]!)) throw new BadInputError('non_finite', `image has a non-finite value (${d[i]}) at index ${i}`);
+  }
+}
+
+export class FairDetector {
+  readonly highpass: HighPass;
+  constructor(
+    readonly spec: FairSpec,
+    readonly restorer: Restorer,
+  ) {
+    this.highpass = new HighPass(spec.size, spec.filter);
+    if (this.highpass.channels !== spec.unet.inChannels) {
+      throw new BadInputError('bad_spec', `filter ${spec.filter.kind} gives ${this.highpass.channels} channel(s) but the UNet takes ${spec.unet.inChannels}`);
+    }
+  }
+
+  /**
+   * Detect anomalies in a batch of images at model size (validated by the caller with
+   * {@link validateModelImage}; this re-checks shapes only).
+   */
+  async detect(images: readonly ImageF32[], opts: DetectOptions = {}): Promise<Detection[]> {
+    const n = images.length;
+    if (n === 0) return [];
+    const S = this.spec.size;
+    const px = S * S * 3;
+    const batch = new Float32Array(n * px);
+    images.forEach((img, i) => {
+      if (img.data.length !== px) throw new BadInputError('wrong_size', `image ${i} has ${img.data.length} values, expected ${px}`);
+      batch.set(img.data, i * px);
+    });
+    const input = this.highpass.fromBgr(batch, n);
+    const restored = await this.restorer.restore(input, n, S, this.highpass.channels);
+    const restoredT = tf.tensor4d(restored, [n, S, S, 3]);
+    const originalT = tf.tensor4d(batch, [n, S, S, 3]);
+    let scored: ReturnType<typeof scoreBatch>;
+    try {
+      scored = scoreBatch(restoredT, originalT, this.spec.scoring);
+    } finally {
+      restoredT.dispose();
+      originalT.dispose();
+    }
+    const { map, scores } = scored;
+    try {
+      const [maps, s] = await Promise.all([map.data(), scores.data()]);
+      const out: Detection[] = [];
+      for (let i = 0; i < n; i++) {
+        const d: Detection = { score: s[i]!, map: (maps as Float32Array).slice(i * S * S, (i + 1) * S * S) };
+        if (opts.keepRestored) d.restored = restored.slice(i * px, (i + 1) * px);
+        out.push(d);
+      }
+      return out;
+    } finally {
+      map.dispose();
+      scores.dispose();
+    }
+  }
+
+  dispose(): void {
+    this.restorer.dispose();
+  }
+}
