@@ -109,18 +109,18 @@ export function unetTorchShapes(spec: UNetSpec): Record<string, number[]> {
 function checkSpec(spec: UNetSpec): void {
   for (const k of ['baseWidth', 'inChannels', 'outChannels'] as const) {
     const v = spec[k];
-    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`UNet spec ${k} must be a positive integer, got ${v}`);
+    if (!Number.isInteger(v) || v < 1) throw new ModelError('bad_model', `UNet spec ${k} must be a positive integer, got ${v}`);
   }
 }
 
 /** Look a tensor up and check its shape against the network's. */
 function take(tensors: TorchTensors, name: string, shape: number[]): Float32Array {
   const t = tensors[name];
-  if (!t) throw new ModelError('weights_mismatch', `ONNX export: tensor '${name}' missing from the weights`);
+  if (!t) throw new ModelError('bad_weights', `ONNX export: tensor '${name}' missing from the weights`);
   if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
-    throw new ModelError('weights_mismatch', `ONNX export: '${name}' has shape [${t.shape}], the spec needs [${shape}]`);
+    throw new ModelError('bad_weights', `ONNX export: '${name}' has shape [${t.shape}], the spec needs [${shape}]`);
   if (t.data.length !== shape.reduce((a, b) => a * b, 1))
-    throw new ModelError('weights_mismatch', `ONNX export: '${name}' has ${t.data.length} values for shape [${shape}]`);
+    throw new ModelError('bad_weights', `ONNX export: '${name}' has ${t.data.length} values for shape [${shape}]`);
   return t.data;
 }
 
@@ -156,8 +156,8 @@ function irVersionFor(opset: number): number {
  * @param spec base width, input and output channels.
  * @returns the serialised `ModelProto` (producer 'fairline'); input `input` [N,Cin,H,W]
  *   (or [N,H,W,Cin] with layout 'nhwc'), output `output` [N,3,H,W] (or NHWC).
- * @throws ModelError (`weights_mismatch`) when a tensor is missing or mis-shaped;
- *   ConfigError for a bad spec or opset.
+ * @throws ModelError (`bad_weights`) when a tensor is missing or mis-shaped;
+ *   ModelError (`bad_model`) for an invalid spec; ConfigError for a bad opset or layout.
  *
  * @example
  * const bytes = exportUNetOnnx(tensors, { baseWidth: 32, inChannels: 1, outChannels: 3 }, { foldBatchNorm: true });

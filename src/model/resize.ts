@@ -1,0 +1,256 @@
+/**
+ * Image resizing and pixel-format helpers on typed arrays, bit-compatible with the OpenCV
+ * calls of the official FAIR code (`cv2.resize(..., INTER_LINEAR)` on uint8, `/ 255`,
+ * `cv2.cvtColor(BGR2GRAY)` on float32).
+ *
+ * Why not sharp / canvas / tf.image: they antialias or use other rounding, and the model was
+ * trained on OpenCV's exact pixels (fair-reference.md section 8). Pure functions, no I/O.
+ */
+import { BadInputError } from '../errors.js';
+import type { ImageF32, ImageU8 } from './types.js';
+
+/** OpenCV `INTER_RESIZE_COEF_BITS`: the uint8 path uses 11-bit fixed-point weights. */
+const COEF_BITS = 11;
+const COEF_SCALE = 1 << COEF_BITS; // 2048
+/**
+ * Lanes of OpenCV's vectorised vertical pass (`VResizeLinearVec_32s8u`) for uint8: 16 with the
+ * SSE baseline opencv-python is built with. Columns below the last multiple of 16 take the SIMD
+ * rounding, the tail the scalar one; the two differ by at most 1 in rare pixels.
+ */
+const SIMD_LANES_U8 = 16;
+
+/** `cvRound` of a float: round half to even (lrintf). */
+function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+function saturateShort(v: number): number {
+  return v < -32768 ? -32768 : v > 32767 ? 32767 : v;
+}
+
+function checkImageU8(img: ImageU8, what: string): void {
+  const { width, height, channels, data } = img;
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1)
+    throw new BadInputError('wrong_size', `${what}: bad image size ${width}x${height}`);
+  if (!Number.isInteger(channels) || channels < 1 || channels > 4)
+    throw new BadInputError('wrong_size', `${what}: unsupported channel count ${channels}`);
+  if (data.length !== width * height * channels)
+    throw new BadInputError('wrong_size', `${what}: data length ${data.length} != ${width}x${height}x${channels}`);
+}
+
+/** Per-axis tap table of OpenCV's generic linear resize (fixed-point weights, clamped offsets). */
+interface AxisTaps {
+  /** First source index of each destination index (before clamping of the second tap). */
+  ofs: Int32Array;
+  /** Weights [w0, w1] per destination index, in 1/2048 units. */
+  w: Int16Array;
+}
+
+/**
+ * Build the taps exactly as `cv::resize` does: `f = (float)((d + 0.5) * scale - 0.5)`, `s =
+ * floor(f)`, weights `saturate_cast<short>((1 - f) * 2048)` and `f * 2048` with `f` in float32.
+ * `clampWeights` reproduces the x axis, where OpenCV sets f = 0 outside the image; along y it
+ * keeps f and clamps the row index instead (that is what the C++ code does).
+ */
+function axisTaps(src: number, dst: number, clampWeights: boolean): AxisTaps {
+  const invScale = dst / src;
+  const scale = 1 / invScale; // double, like OpenCV's scale_x = 1./inv_scale_x
+  const ofs = new Int32Array(dst);
+  const w = new Int16Array(dst * 2);
+  for (let d = 0; d < dst; d++) {
+    let f = Math.fround((d + 0.5) * scale - 0.5);
+    let s = Math.floor(f);
+    f = Math.fround(f - s);
+    if (clampWeights) {
+      if (s < 0) { f = 0; s = 0; }
+      if (s >= src - 1) { f = 0; s = src - 1; }
+    }
+    ofs[d] = s;
+    w[2 * d] = saturateShort(roundHalfEven(Math.fround(Math.fround(1 - f) * COEF_SCALE)));
+    w[2 * d + 1] = saturateShort(roundHalfEven(Math.fround(f * COEF_SCALE)));
+  }
+  return { ofs, w };
+}
+
+/** OpenCV's `resizeAreaFast_` for an exact 2x reduction: rounded mean of each 2x2 block. */
+function resizeArea2x(img: ImageU8, width: number, height: number): ImageU8 {
+  const { width: sw, channels: cn, data: src } = img;
+  const out = new Uint8Array(width * height * cn);
+  const rowStride = sw * cn;
+  for (let y = 0; y < height; y++) {
+    const r0 = 2 * y * rowStride;
+    const r1 = r0 + rowStride;
+    let o = y * width * cn;
+    for (let x = 0; x < width; x++) {
+      const p = 2 * x * cn;
+      for (let c = 0; c < cn; c++) {
+        const i = p + c;
+        out[o++] = (src[r0 + i]! + src[r0 + i + cn]! + src[r1 + i]! + src[r1 + i + cn]! + 2) >> 2;
+      }
+    }
+  }
+  return { width, height, channels: cn, data: out };
+}
+
+/**
+ * Resize a uint8 HWC image like `cv2.resize(img, (width, height), interpolation=INTER_LINEAR)`.
+ *
+ * Half-pixel centres, no antialiasing, border clamp, 11-bit fixed-point weights and OpenCV's
+ * rounding. An exact 2x reduction takes OpenCV's INTER_AREA fast path (as cv2 itself does).
+ * Any channel count 1-4 is accepted; channel order is kept.
+ *
+ * @example
+ * const small = resizeLinearU8(decoded, 256, 256); // 512x522 BGR -> 256x256 BGR
+ * @throws BadInputError('wrong_size') for a malformed image or a non-positive target size.
+ */
+export function resizeLinearU8(img: ImageU8, width: number, height: number): ImageU8 {
+  checkImageU8(img, 'resizeLinearU8');
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1)
+    throw new BadInputError('wrong_size', `resizeLinearU8: bad target size ${width}x${height}`);
+  const { width: sw, height: sh, channels: cn, data: src } = img;
+  if (sw === width && sh === height) return { width, height, channels: cn, data: src.slice() };
+  // cv::resize turns INTER_LINEAR into INTER_AREA when both scales are exactly 2.
+  if (sw === 2 * width && sh === 2 * height) return resizeArea2x(img, width, height);
+
+  const xt = axisTaps(sw, width, true);
+  const yt = axisTaps(sh, height, false);
+  const rowLen = width * cn;
+  const alphaX = new Int32Array(rowLen * 2);
+  const srcX = new Int32Array(rowLen);
+  const srcX1 = new Int32Array(rowLen);
+  for (let dx = 0; dx < width; dx++) {
+    const s = xt.ofs[dx]!;
+    const s1 = Math.min(s + 1, sw - 1); // its weight is 0 whenever s + 1 is outside
+    for (let c = 0; c < cn; c++) {
+      const i = dx * cn + c;
+      srcX[i] = s * cn + c;
+      srcX1[i] = s1 * cn + c;
+      alphaX[2 * i] = xt.w[2 * dx]!;
+      alphaX[2 * i + 1] = xt.w[2 * dx + 1]!;
+    }
+  }
+
+  // Horizontal pass into int rows (OpenCV's `HResizeLinear<uchar, int, short, 2048>`), cached
+  // for the two most recent source rows as OpenCV's ring buffer does.
+  const rows = [new Int32Array(rowLen), new Int32Array(rowLen)];
+  const rowOf = [-1, -1];
+  const hrow = (sy: number): Int32Array => {
+    if (rowOf[0] === sy) return rows[0]!;
+    if (rowOf[1] === sy) return rows[1]!;
+    const slot = rowOf[0] === -1 || rowOf[1]! > rowOf[0]! ? 0 : 1;
+    const buf = rows[slot]!;
+    const base = sy * sw * cn;
+    for (let i = 0; i < rowLen; i++)
+      buf[i] = src[base + srcX[i]!]! * alphaX[2 * i]! + src[base + srcX1[i]!]! * alphaX[2 * i + 1]!;
+    rowOf[slot] = sy;
+    return buf;
+  };
+
+  const out = new Uint8Array(height * rowLen);
+  const simdEnd = rowLen >= SIMD_LANES_U8 ? rowLen - (rowLen % SIMD_LANES_U8) : 0;
+  for (let dy = 0; dy < height; dy++) {
+    const sy = yt.ofs[dy]!;
+    const y0 = Math.min(Math.max(sy, 0), sh - 1);
+    const y1 = Math.min(Math.max(sy + 1, 0), sh - 1);
+    const b0 = yt.w[2 * dy]!;
+    const b1 = yt.w[2 * dy + 1]!;
+    const s0 = hrow(y0);
+    const s1 = hrow(y1);
+    const o = dy * rowLen;
+    let x = 0;
+    // VResizeLinearVec_32s8u: (S >> 4) packed to int16, mul_hi with beta, sum, (v + 2) >> 2.
+    for (; x < simdEnd; x++) {
+      const v = (((s0[x]! >> 4) * b0) >> 16) + (((s1[x]! >> 4) * b1) >> 16);
+      const r = (v + 2) >> 2;
+      out[o + x] = r < 0 ? 0 : r > 255 ? 255 : r;
+    }
+    // Scalar tail: FixedPtCast<int, uchar, 22> (round half up, then saturate).
+    for (; x < rowLen; x++) {
+      const r = Math.floor((s0[x]! * b0 + s1[x]! * b1 + (1 << 21)) / (1 << 22));
+      out[o + x] = r < 0 ? 0 : r > 255 ? 255 : r;
+    }
+  }
+  return { width, height, channels: cn, data: out };
+}
+
+/**
+ * uint8 -> float32 in [0, 1] (`img / 255.0` in float64, stored as float32, as the official code).
+ *
+ * @example
+ * const x = u8ToF32(resizeLinearU8(decoded, 256, 256));
+ */
+export function u8ToF32(img: ImageU8): ImageF32 {
+  const { width, height, channels, data } = img;
+  const out = new Float32Array(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = data[i]! / 255;
+  return { width, height, channels, data: out };
+}
+
+const B2Y = Math.fround(0.114);
+const G2Y = Math.fround(0.587);
+const R2Y = Math.fround(0.299);
+
+/**
+ * Grayscale of float32 BGR pixels, `cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)` on float32:
+ * 0.299 R + 0.587 G + 0.114 B with float32 coefficients and float32 arithmetic.
+ *
+ * Accepts one 3-channel `ImageF32` or a packed interleaved BGR `Float32Array` (any number of
+ * pixels, e.g. an NHWC batch), and returns one value per pixel.
+ *
+ * @example
+ * const gray = grayFromBgr(batch); // batch: N*S*S*3 -> N*S*S
+ * @throws BadInputError('wrong_size') when the input is not 3-channel.
+ */
+export function grayFromBgr(src: ImageF32 | Float32Array): Float32Array {
+  let data: Float32Array;
+  if (src instanceof Float32Array) {
+    data = src;
+  } else {
+    if (src.channels !== 3 || src.data.length !== src.width * src.height * 3)
+      throw new BadInputError('wrong_size', `grayFromBgr: need a 3-channel image, got ${src.width}x${src.height}x${src.channels} (${src.data.length} values)`);
+    data = src.data;
+  }
+  if (data.length % 3 !== 0)
+    throw new BadInputError('wrong_size', `grayFromBgr: ${data.length} values are not whole BGR pixels`);
+  const n = data.length / 3;
+  const out = new Float32Array(n);
+  const f = Math.fround;
+  for (let i = 0, j = 0; i < n; i++, j += 3) {
+    // OpenCV's SIMD order (v_fma emulated as mul + add): r*cr + (g*cg + b*cb), rounded per op.
+    out[i] = f(f(data[j + 2]! * R2Y) + f(f(data[j + 1]! * G2Y) + f(data[j]! * B2Y)));
+  }
+  return out;
+}
+
+/**
+ * Pack equally sized HWC float images into one NHWC `Float32Array`.
+ *
+ * @example
+ * const batch = packBatch([a, b]); // 2 x 256 x 256 x 3
+ * @throws BadInputError('wrong_size') for an empty list or mixed sizes.
+ */
+export function packBatch(images: readonly ImageF32[]): Float32Array {
+  const first = images[0];
+  if (!first) throw new BadInputError('wrong_size', 'packBatch: no images');
+  const per = first.width * first.height * first.channels;
+  const out = new Float32Array(per * images.length);
+  images.forEach((img, i) => {
+    if (img.width !== first.width || img.height !== first.height || img.channels !== first.channels || img.data.length !== per)
+      throw new BadInputError('wrong_size', `packBatch: image ${i} is ${img.width}x${img.height}x${img.channels}, expected ${first.width}x${first.height}x${first.channels}`);
+    out.set(img.data, i * per);
+  });
+  return out;
+}
+
+/**
+ * View image `index` of an NHWC batch as an `ImageF32` (no copy: a subarray of the batch).
+ *
+ * @throws BadInputError('wrong_size') when the batch is too short for `index`.
+ */
+export function imageFromBatch(batch: Float32Array, index: number, width: number, height: number, channels: number): ImageF32 {
+  const per = width * height * channels;
+  if (!Number.isInteger(index) || index < 0 || (index + 1) * per > batch.length)
+    throw new BadInputError('wrong_size', `imageFromBatch: image ${index} of ${width}x${height}x${channels} is outside a batch of ${batch.length} values`);
+  return { width, height, channels, data: batch.subarray(index * per, (index + 1) * per) };
+}

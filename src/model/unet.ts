@@ -1,0 +1,345 @@
+/**
+ * FAIR's restoration UNet (`model_unetskip.py`, reference section 2) with raw tfjs ops, NHWC.
+ *
+ * Five encoder stages (two conv3x3 + BN + ReLU each, 2x2 max-pool between them), a decoder that
+ * upsamples with bilinear `align_corners=True` + conv3x3 + BN + ReLU, adds the encoder skip
+ * (addition, not concatenation), runs two more conv + BN + ReLU, and a final conv3x3 to 3 channels
+ * with no BN and no activation.
+ *
+ * Parameters live in `UNet.params` keyed by the PyTorch `state_dict` names
+ * (`encoder.block1.0.weight`, `decoder.up1.2.running_var`, ...), so official checkpoints map 1:1
+ * (see `src/model/weights.ts`). Conv weights are stored in TF layout `[kh, kw, in, out]`.
+ *
+ * BatchNorm follows PyTorch exactly: eps 1e-5; in training mode it normalises with the biased
+ * batch variance, and the running variance is updated with the UNBIASED batch variance
+ * (`n / (n - 1)`), momentum 0.1 (TF's 0.9). Running stats are not updated inside `forward`
+ * (that would mutate variables while a gradient tape records); the caller passes the returned
+ * batch statistics to `updateRunningStats`, which lets the trainer pool micro-batches first.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { BadInputError, ModelError } from '../errors.js';
+import type { UNetSpec } from './types.js';
+
+/** BatchNorm epsilon of `nn.BatchNorm2d` (TF.js defaults to 1e-3). */
+export const BN_EPS = 1e-5;
+/** PyTorch BatchNorm momentum: `running = (1 - m) * running + m * batch`. */
+export const BN_MOMENTUM = 0.1;
+
+/** One conv3x3 of the network, optionally followed by BatchNorm (+ ReLU). */
+export interface ConvDef {
+  /** state_dict prefix of the conv, e.g. `encoder.block1.0`. */
+  conv: string;
+  cin: number;
+  cout: number;
+  /** state_dict prefix of the BatchNorm that follows, e.g. `encoder.block1.1`; absent for `fin_out`. */
+  bn?: string;
+}
+
+/**
+ * Every conv of the network in forward order, with its channel counts for `spec`.
+ *
+ * @example
+ * unetLayout({ baseWidth: 4, inChannels: 1, outChannels: 3 })[0]
+ * // { conv: 'encoder.block1.0', cin: 1, cout: 4, bn: 'encoder.block1.1' }
+ */
+export function unetLayout(spec: UNetSpec): ConvDef[] {
+  const c = spec.baseWidth;
+  const defs: ConvDef[] = [];
+  const enc = (k: number, cin: number, cout: number): void => {
+    defs.push({ conv: `encoder.block${k}.0`, cin, cout, bn: `encoder.block${k}.1` });
+    defs.push({ conv: `encoder.block${k}.3`, cin: cout, cout, bn: `encoder.block${k}.4` });
+  };
+  enc(1, spec.inChannels, c);
+  enc(2, c, 2 * c);
+  enc(3, 2 * c, 4 * c);
+  enc(4, 4 * c, 8 * c);
+  enc(5, 8 * c, 8 * c);
+  const dec = (k: number, cin: number, cout: number): void => {
+    defs.push({ conv: `decoder.up${k}.1`, cin, cout: cin, bn: `decoder.up${k}.2` });
+    defs.push({ conv: `decoder.db${k}.0`, cin, cout: cin, bn: `decoder.db${k}.1` });
+    defs.push({ conv: `decoder.db${k}.3`, cin, cout, bn: `decoder.db${k}.4` });
+  };
+  dec(1, 8 * c, 4 * c);
+  dec(2, 4 * c, 2 * c);
+  dec(3, 2 * c, c);
+  dec(4, c, c);
+  defs.push({ conv: 'decoder.fin_out.0', cin: c, cout: spec.outChannels });
+  return defs;
+}
+
+/** A parameter's name, TF-layout shape and whether the optimiser updates it. */
+export interface ParamDef {
+  name: string;
+  shape: number[];
+  trainable: boolean;
+}
+
+/** All parameters and BN buffers of the network in state_dict order (conv weights in TF layout). */
+export function paramDefs(spec: UNetSpec): ParamDef[] {
+  const out: ParamDef[] = [];
+  for (const d of unetLayout(spec)) {
+    out.push({ name: `${d.conv}.weight`, shape: [3, 3, d.cin, d.cout], trainable: true });
+    out.push({ name: `${d.conv}.bias`, shape: [d.cout], trainable: true });
+    if (d.bn) {
+      out.push({ name: `${d.bn}.weight`, shape: [d.cout], trainable: true });
+      out.push({ name: `${d.bn}.bias`, shape: [d.cout], trainable: true });
+      out.push({ name: `${d.bn}.running_mean`, shape: [d.cout], trainable: false });
+      out.push({ name: `${d.bn}.running_var`, shape: [d.cout], trainable: false });
+    }
+  }
+  return out;
+}
+
+/**
+ * Number of trainable parameters (the figure PyTorch's `sum(p.numel() for p in parameters())`
+ * gives); `includeBuffers` adds the BN running mean/var.
+ *
+ * @example
+ * parameterCount({ baseWidth: 32, inChannels: 1, outChannels: 3 }) // 4_322_307
+ */
+export function parameterCount(spec: UNetSpec, opts: { includeBuffers?: boolean } = {}): number {
+  let n = 0;
+  for (const p of paramDefs(spec)) {
+    if (p.trainable || opts.includeBuffers) n += p.shape.reduce((a, b) => a * b, 1);
+  }
+  return n;
+}
+
+/** Batch statistics of one BatchNorm layer from a training-mode forward. */
+export interface BatchStat {
+  /** Per-channel batch mean. */
+  mean: tf.Tensor1D;
+  /** Per-channel BIASED batch variance (the one used to normalise). */
+  variance: tf.Tensor1D;
+  /** Elements per channel that produced them (N*H*W). */
+  count: number;
+}
+
+/** Output of `UNet.forward`; `batchStats` (keyed by BN prefix) only in training mode. */
+export interface ForwardResult {
+  y: tf.Tensor4D;
+  batchStats?: Map<string, BatchStat>;
+}
+
+let nextUNetId = 0;
+
+function validateSpec(spec: UNetSpec): void {
+  const ok = (v: number): boolean => Number.isInteger(v) && v > 0;
+  if (!ok(spec.baseWidth) || !ok(spec.inChannels) || !ok(spec.outChannels)) {
+    throw new ModelError('bad_model', `invalid UNet spec ${JSON.stringify(spec)}`);
+  }
+}
+
+/**
+ * The FAIR UNet. Create with `createUNet` (fresh, seeded init) or `unetFromTorch`
+ * (`src/model/weights.ts`, official checkpoints). Owns its variables: call `dispose()`.
+ */
+export class UNet {
+  readonly spec: UNetSpec;
+  /** PyTorch state_dict names -> variables (conv weights in TF layout [kh,kw,in,out]). */
+  readonly params: Map<string, tf.Variable>;
+  private readonly layout: ConvDef[];
+  private readonly trainable: tf.Variable[];
+
+  /**
+   * Build from arrays keyed by state_dict name, already in TF layout (see `paramDefs`).
+   * Prefer `createUNet` / `unetFromTorch`.
+   */
+  constructor(spec: UNetSpec, values: ReadonlyMap<string, Float32Array>) {
+    validateSpec(spec);
+    this.spec = { ...spec };
+    this.layout = unetLayout(spec);
+    const id = nextUNetId++;
+    this.params = new Map();
+    this.trainable = [];
+    for (const p of paramDefs(spec)) {
+      const data = values.get(p.name);
+      const size = p.shape.reduce((a, b) => a * b, 1);
+      if (!data || data.length !== size) {
+        this.dispose();
+        throw new ModelError('bad_weights', `parameter ${p.name}: expected ${size} values, got ${data?.length ?? 'none'}`);
+      }
+      // Variable names are global in the tfjs engine, so prefix them per instance.
+      const t = tf.tensor(data, p.shape, 'float32');
+      const v = tf.variable(t, p.trainable, `unet${id}/${p.name}`);
+      t.dispose();
+      this.params.set(p.name, v);
+      if (p.trainable) this.trainable.push(v);
+    }
+  }
+
+  /** Inference: BN in eval mode with the running statistics. The result is the caller's. */
+  predict(x: tf.Tensor4D): tf.Tensor4D {
+    return this.forward(x, false).y;
+  }
+
+  /**
+   * Forward pass. `training = true` normalises with batch statistics (biased variance) and
+   * returns them in `batchStats` for `updateRunningStats`; they are NOT applied here. All
+   * returned tensors belong to the caller (inside `tf.variableGrads`, `tf.keep` the stats).
+   *
+   * @throws BadInputError when x is not NHWC with `spec.inChannels` channels and H, W divisible
+   *   by 16, or (training) when a BN layer would see a single value per channel, which PyTorch
+   *   rejects too.
+   */
+  forward(x: tf.Tensor4D, training: boolean): ForwardResult {
+    this.checkInput(x, training);
+    const names: string[] = [];
+    const res = tf.tidy(() => {
+      const means: tf.Tensor1D[] = [];
+      const vars: tf.Tensor1D[] = [];
+      const counts: number[] = [];
+      let li = 0;
+      const block = (h: tf.Tensor4D): tf.Tensor4D => {
+        const d = this.layout[li++]!;
+        const conv = tf.fused.conv2d({
+          x: h,
+          filter: this.params.get(`${d.conv}.weight`) as tf.Tensor4D,
+          bias: this.params.get(`${d.conv}.bias`)!,
+          strides: 1,
+          pad: 'same',
+        });
+        if (!d.bn) return conv;
+        const gamma = this.params.get(`${d.bn}.weight`) as tf.Tensor1D;
+        const beta = this.params.get(`${d.bn}.bias`) as tf.Tensor1D;
+        let mean: tf.Tensor1D, variance: tf.Tensor1D;
+        if (training) {
+          // Two-pass biased variance (mean of squared deviations), like tf.moments, but each
+          // mean reduces W first and then N*H: the wasm backend sums in float32 sequentially,
+          // and one pass over N*H*W (131k at 2x256^2) costs ~1e-3 relative accuracy.
+          mean = tf.mean(tf.mean(conv, 2), [0, 1]) as tf.Tensor1D;
+          // (square(sub) rather than squaredDifference: the latter's gradient does not undo broadcasting.)
+          variance = tf.mean(tf.mean(tf.square(tf.sub(conv, mean)), 2), [0, 1]) as tf.Tensor1D;
+          means.push(mean);
+          vars.push(variance);
+          names.push(d.bn);
+          counts.push(conv.shape[0] * conv.shape[1] * conv.shape[2]);
+        } else {
+          mean = this.params.get(`${d.bn}.running_mean`) as tf.Tensor1D;
+          variance = this.params.get(`${d.bn}.running_var`) as tf.Tensor1D;
+        }
+        return tf.relu(tf.batchNorm(conv, mean, variance, beta, gamma, BN_EPS));
+      };
+      const pool = (h: tf.Tensor4D): tf.Tensor4D => tf.maxPool(h, 2, 2, 'valid');
+      const up = (h: tf.Tensor4D): tf.Tensor4D =>
+        tf.image.resizeBilinear(h, [h.shape[1] * 2, h.shape[2] * 2], true);
+
+      const b1 = block(block(x));
+      const b2 = block(block(pool(b1)));
+      const b3 = block(block(pool(b2)));
+      const b4 = block(block(pool(b3)));
+      const b5 = block(block(pool(b4)));
+      const d1 = block(block(tf.add(block(up(b5)), b4)));
+      const d2 = block(block(tf.add(block(up(d1)), b3)));
+      const d3 = block(block(tf.add(block(up(d2)), b2)));
+      const d4 = block(block(tf.add(block(up(d3)), b1)));
+      const y = block(d4);
+      return { y, means, vars, counts };
+    });
+    if (!training) return { y: res.y };
+    const batchStats = new Map<string, BatchStat>();
+    names.forEach((name, i) => {
+      batchStats.set(name, { mean: res.means[i]!, variance: res.vars[i]!, count: res.counts[i]! });
+    });
+    return { y: res.y, batchStats };
+  }
+
+  /**
+   * Apply one PyTorch running-stat update per BN layer:
+   * `running_mean = 0.9 running_mean + 0.1 mean`,
+   * `running_var = 0.9 running_var + 0.1 variance * count / (count - 1)` (unbiased).
+   * Layers missing from `stats` are left alone. Does not dispose `stats`.
+   */
+  updateRunningStats(stats: ReadonlyMap<string, BatchStat>): void {
+    tf.tidy(() => {
+      for (const [name, s] of stats) {
+        const rm = this.params.get(`${name}.running_mean`);
+        const rv = this.params.get(`${name}.running_var`);
+        if (!rm || !rv) throw new ModelError('bad_model', `no BatchNorm layer ${name}`);
+        if (s.count < 2) throw new BadInputError('bad_shape', `BatchNorm ${name}: need more than 1 value per channel, got ${s.count}`);
+        const unbiased = tf.mul(s.variance, s.count / (s.count - 1));
+        rm.assign(tf.add(tf.mul(rm, 1 - BN_MOMENTUM), tf.mul(s.mean, BN_MOMENTUM)));
+        rv.assign(tf.add(tf.mul(rv, 1 - BN_MOMENTUM), tf.mul(unbiased, BN_MOMENTUM)));
+      }
+    });
+  }
+
+  /** The variables the optimiser updates (conv weight/bias, BN weight/bias), in layout order. */
+  trainableVariables(): tf.Variable[] {
+    return [...this.trainable];
+  }
+
+  /** Free every variable. The instance is unusable afterwards. */
+  dispose(): void {
+    for (const v of this.params.values()) v.dispose();
+    this.params.clear();
+    this.trainable.length = 0;
+  }
+
+  private checkInput(x: tf.Tensor, training: boolean): void {
+    if (this.params.size === 0) throw new ModelError('disposed', 'UNet was disposed');
+    if (x.rank !== 4) throw new BadInputError('bad_shape', `UNet input must be NHWC (rank 4), got shape [${x.shape.join(',')}]`);
+    const [n, h, w, c] = x.shape as [number, number, number, number];
+    if (c !== this.spec.inChannels) {
+      throw new BadInputError('bad_shape', `UNet expects ${this.spec.inChannels} input channel(s), got ${c}`);
+    }
+    if (n < 1 || h < 16 || w < 16 || h % 16 !== 0 || w % 16 !== 0) {
+      throw new BadInputError('bad_shape', `UNet input H and W must be positive multiples of 16 (4 poolings), got ${h}x${w}`);
+    }
+    if (training && (n * h * w) / 256 < 2) {
+      throw new BadInputError('bad_shape', `training-mode BatchNorm at the bottleneck sees ${(n * h * w) / 256} value per channel; use a larger batch or image`);
+    }
+  }
+}
+
+/** mulberry32: small, fast, seedable; quality is ample for weight init. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * A fresh UNet with the reference initialisation (`train.py:16-22` + PyTorch defaults):
+ * conv weights ~ N(0, 0.02), conv biases ~ U(+-1/sqrt(9 Cin)), BN gamma ~ N(1, 0.02), beta 0,
+ * running mean 0, running var 1. Deterministic for a given `seed` on every backend (the numbers
+ * come from a JS generator, not from torch, so they differ from a PyTorch run).
+ *
+ * @example
+ * const unet = createUNet({ baseWidth: 32, inChannels: 1, outChannels: 3 }, 7);
+ * const y = unet.predict(x); // x: [N, 256, 256, 1] -> y: [N, 256, 256, 3]
+ */
+export function createUNet(spec: UNetSpec, seed = 0): UNet {
+  validateSpec(spec);
+  const rand = mulberry32(seed);
+  const normal = (): number => {
+    // Box-Muller; 1 - u keeps log() away from 0.
+    const u = 1 - rand();
+    const v = rand();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  };
+  const values = new Map<string, Float32Array>();
+  for (const d of unetLayout(spec)) {
+    const w = new Float32Array(9 * d.cin * d.cout);
+    for (let i = 0; i < w.length; i++) w[i] = 0.02 * normal();
+    const bound = 1 / Math.sqrt(9 * d.cin);
+    const b = new Float32Array(d.cout);
+    for (let i = 0; i < b.length; i++) b[i] = (2 * rand() - 1) * bound;
+    values.set(`${d.conv}.weight`, w);
+    values.set(`${d.conv}.bias`, b);
+    if (d.bn) {
+      const g = new Float32Array(d.cout);
+      for (let i = 0; i < g.length; i++) g[i] = 1 + 0.02 * normal();
+      values.set(`${d.bn}.weight`, g);
+      values.set(`${d.bn}.bias`, new Float32Array(d.cout));
+      values.set(`${d.bn}.running_mean`, new Float32Array(d.cout));
+      values.set(`${d.bn}.running_var`, new Float32Array(d.cout).fill(1));
+    }
+  }
+  return new UNet(spec, values);
+}
