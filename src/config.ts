@@ -421,5 +421,26 @@ export async function loadConfig(file: string): Promise<FairlineConfig> {
   } catch (err) {
     throw new ConfigError(`cannot parse config ${abs}: ${(err as Error).message}`, { cause: err });
   }
-  return parseConfig(raw, { baseDir: dirname(abs), source: abs });
+  return parseConfig(expandEnv(raw, ''), { baseDir: dirname(abs), source: abs });
+}
+
+/**
+ * Replace `${NAME}` in string values with the environment variable NAME, so secrets (NATS
+ * passwords, tokens) stay out of config files: `pass: ${FAIRLINE_NATS_PASSWORD}`. An unset
+ * variable is a ConfigError naming the key; `$${...}` keeps a literal `${...}`.
+ */
+export function expandEnv(value: unknown, path: string, env: NodeJS.ProcessEnv = process.env): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (m, name: string) => {
+      if (m.startsWith('$$')) return m.slice(1);
+      const v = env[name];
+      if (v === undefined) throw new ConfigError(`${path || 'config'}: environment variable ${name} is not set`);
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, `${path}[${i}]`, env));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, path ? `${path}.${k}` : k, env)]));
+  }
+  return value;
 }

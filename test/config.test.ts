@@ -184,3 +184,15 @@ spool: { dir: spool, maxBytes: 64MiB }
     assert.equal(parseBytes(0), undefined);
   });
 });
+
+describe('config environment expansion', () => {
+  it('expands ${VAR} from the environment, keeps $${VAR} literal and names unset variables', async () => {
+    const { expandEnv } = await import('../src/config.js');
+    const { ConfigError } = await import('../src/errors.js');
+    const assert = (await import('node:assert/strict')).default;
+    const env = { PW: 's3cret' };
+    assert.deepEqual(expandEnv({ nats: { user: 'u', pass: '${PW}' }, list: ['a-${PW}', 3] }, '', env), { nats: { user: 'u', pass: 's3cret' }, list: ['a-s3cret', 3] });
+    assert.equal(expandEnv('$${PW}', 'x', env), '${PW}');
+    assert.throws(() => expandEnv({ nats: { pass: '${NOPE}' } }, '', env), (e: unknown) => e instanceof ConfigError && /nats\.pass: environment variable NOPE is not set/.test(e.message));
+  });
+});

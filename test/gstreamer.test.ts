@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,7 @@ import {
   parseFramerate,
   recommendedThreadpoolSize,
   runningPipelines,
+  toFrame,
   withReconnect,
   type RawFrame,
 } from '../src/streams/gstreamer.js';
@@ -115,6 +117,9 @@ describe('streams/gstreamer', function () {
       assert.ok(f.data[last]! > 240 && f.data[last + 1]! < 16 && f.data[last + 2]! < 16);
     }
     for (let i = 1; i < frames.length; i++) assert.ok(frames[i]!.captureTs > frames[i - 1]!.captureTs);
+    const f0 = toFrame(frames[0]!);
+    assert.deepEqual([f0.sourceId, f0.seq, f0.captureTs, f0.payload.width, f0.payload.height, f0.payload.format], ['cam0', 7, frames[0]!.captureTs, 64, 64, 'rgb']);
+    assert.equal(f0.payload.data, frames[0]!.data);
     // A live 30 fps source needs ~4 frame intervals for 5 frames.
     assert.ok(frames[4]!.captureTs - frames[0]!.captureTs >= 100, 'live source paced at ~30 fps');
   });
@@ -245,6 +250,15 @@ describe('streams/gstreamer', function () {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
     }
+  });
+
+  it('stopped pipelines give their libuv threads back (no threadpool starvation)', async function () {
+    // Each pending pull / pollBus blocks one of the 4 pool threads. The ~10 pipelines above ended
+    // by error, stall, EOS or unsubscribe; if each left even one thread blocked, async fs would
+    // now queue behind them forever.
+    const t0 = Date.now();
+    await Promise.all(Array.from({ length: 8 }, () => readFile(avi)));
+    assert.ok(Date.now() - t0 < 500, `8 parallel readFile took ${Date.now() - t0} ms`);
   });
 
   describe('withReconnect', function () {

@@ -4,7 +4,7 @@
  * a spool left by a previous instance, user/password and TLS.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
@@ -16,12 +16,18 @@ import {
   natsConnectionOptions,
   rejectSubject,
   verdictSubject,
-  type Verdict,
+  verdictMsgId,
+  type PublishableVerdict,
   type VerdictPublisherOptions,
 } from '../src/streams/nats.js';
+import type { Verdict as ProjectVerdict } from '../src/verdict.js';
 import { freePort, generateTlsCerts, startNatsServer, type NatsServerHandle } from './fixtures/nats-server.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+type Verdict = PublishableVerdict & { score: number };
+// Compile-time contract: the project's verdict type can be published as is.
+const projectVerdictIsPublishable: ProjectVerdict extends PublishableVerdict ? true : never = true;
+void projectVerdictIsPublishable;
 const verdict = (camera: string, seq: number, v: Verdict['verdict'] = 'pass'): Verdict => ({ camera, seq, verdict: v, score: seq / 1000 });
 
 interface Received {
@@ -70,8 +76,8 @@ describe('streams/nats', function () {
   let root: string;
   let k = 0;
   const spoolDir = () => join(root, `spool${k++}`);
-  const publishers: VerdictPublisher[] = [];
-  async function publisher(o: VerdictPublisherOptions): Promise<VerdictPublisher> {
+  const publishers: Array<VerdictPublisher<Verdict>> = [];
+  async function publisher(o: VerdictPublisherOptions<Verdict>): Promise<VerdictPublisher<Verdict>> {
     const p = await VerdictPublisher.create(o);
     publishers.push(p);
     return p;
@@ -152,11 +158,26 @@ describe('streams/nats', function () {
       assert.deepEqual(pub.stats(), { published: 5, spooled: 0, dropped: 0, pending: 0, connected: true });
     });
 
+    it('a full memory queue overflows to the spool without duplicates or reordering (core NATS)', async function () {
+      const { got, ready } = await collect(nc, 'L8');
+      await ready;
+      const pub = await publisher({ line: 'L8', nats: { servers: srv.url }, spool: { dir: spoolDir() }, maxQueue: 5, batchSize: 4 });
+      await pub.ready(5000);
+      // Synchronous burst: the first batch is in flight while the queue overflows, so the batch
+      // is copied to the spool too and must not be sent a second time from there.
+      for (let i = 0; i < 50; i++) pub.publish(verdict('cam0', i));
+      assert.ok(pub.stats().spooled >= 40, `spooled ${pub.stats().spooled}`);
+      await pub.flush(5000);
+      await sleep(100);
+      assert.deepEqual(got.map((m) => m.data.seq), [...Array(50).keys()]);
+      assert.equal(pub.stats().published, 50);
+    });
+
     it('rejects malformed verdicts and publishing after close', async function () {
       const pub = await publisher({ line: 'L1', nats: { servers: srv.url }, spool: { dir: spoolDir() } });
-      assert.throws(() => pub.publish({ camera: 'a.b', seq: 1, verdict: 'pass' }), BadInputError);
-      assert.throws(() => pub.publish({ camera: 'cam0', seq: -1, verdict: 'pass' }), BadInputError);
-      assert.throws(() => pub.publish({ camera: 'cam0', seq: 1, verdict: 'maybe' as 'pass' }), BadInputError);
+      assert.throws(() => pub.publish({ camera: 'a.b', seq: 1, verdict: 'pass', score: 0 }), BadInputError);
+      assert.throws(() => pub.publish({ camera: 'cam0', seq: -1, verdict: 'pass', score: 0 }), BadInputError);
+      assert.throws(() => pub.publish({ camera: 'cam0', seq: 1, verdict: 'maybe' as 'pass', score: 0 }), BadInputError);
       await pub.close();
       assert.throws(() => pub.publish(verdict('cam0', 1)), (e: unknown) => e instanceof SinkError && e.code === 'closed');
       await assert.rejects(VerdictPublisher.create({ line: 'a.b', nats: { servers: srv.url }, spool: { dir: spoolDir() } }), ConfigError);
@@ -169,12 +190,16 @@ describe('streams/nats', function () {
       pub.publish(verdict('cam0', 1));
       pub.publish(verdict('cam0', 2, 'reject'));
       pub.publish(verdict('cam0', 2, 'reject'));
+      // a real verdict arriving after a fail-safe one for the same frame is kept
+      pub.publish({ ...verdict('cam0', 2), late: true });
       await pub.flush(5000);
       const msgs = await streamMessages(srv.url, 'FAIRLINE_L2');
       assert.deepEqual(
         msgs.map((m) => `${m.subject}#${m.data.seq}`),
-        ['fairline.L2.cam0.verdict#1', 'fairline.L2.cam0.verdict#2', 'fairline.L2.cam0.reject#2'],
+        ['fairline.L2.cam0.verdict#1', 'fairline.L2.cam0.verdict#2', 'fairline.L2.cam0.reject#2', 'fairline.L2.cam0.verdict#2'],
       );
+      assert.equal(msgs[3]!.data.late, true);
+      assert.equal(verdictMsgId({ camera: 'c', seq: 3, verdict: 'pass', late: true }), 'c:3:late');
       const jsm = await jetstreamManager(nc);
       const info = await jsm.streams.info('FAIRLINE_L2');
       assert.deepEqual(info.config.subjects, ['fairline.L2.>']);
@@ -241,7 +266,7 @@ describe('streams/nats', function () {
     it('a new instance replays the spool a previous one left, before its own verdicts, once the server appears', async function () {
       const port = await freePort();
       const dir = spoolDir();
-      const opts = (): VerdictPublisherOptions => ({
+      const opts = (): VerdictPublisherOptions<Verdict> => ({
         line: 'L5',
         nats: { servers: `nats://127.0.0.1:${port}`, reconnectTimeWaitMs: 100 },
         spool: { dir },
@@ -305,7 +330,6 @@ describe('streams/nats', function () {
     it('connects with TLS (certificates made in setup); an unknown CA is a clear nats_tls error', async function () {
       const certDir = join(root, 'certs');
       rmSync(certDir, { recursive: true, force: true });
-      const { mkdirSync } = await import('node:fs');
       mkdirSync(certDir);
       const certs = generateTlsCerts(certDir);
       const srv = await startNatsServer({ tls: certs });

@@ -1,5 +1,5 @@
 /** Shared CLI plumbing: numeric option parsers, backend start-up and logging. */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { initBackend, type BackendInfo, type BackendName } from '../model/backend.js';
 
 export function intOption(name: string, min = 1): (v: string) => number {
@@ -26,4 +26,11 @@ export function log(msg: string): void {
 
 export async function startBackend(opts: { backend?: string; threads?: number }): Promise<BackendInfo> {
   return initBackend({ backend: (opts.backend ?? 'auto') as BackendName | 'auto', threads: opts.threads, log });
+}
+
+/** `--backend` / `--threads`: the options every compute command shares. */
+export function backendOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default(process.env.FAIRLINE_BACKEND ?? 'auto'))
+    .option('--threads <n>', 'backend threads (wasm, onnxruntime)', intOption('--threads'));
 }

@@ -1,2 +1,80 @@
-import type { Command } from 'commander';
-export function register(_program: Command): void {}
+/**
+ * `fairline inspect --config FILE`: run a station (src/runtime/station.ts) until SIGINT/SIGTERM
+ * or until every source has ended. Everything that can be checked is checked before the first
+ * frame: the config (all problems at once), the model artefact (checksums, spec, threshold),
+ * the metrics port and the NATS options; any failure exits non-zero with the reason.
+ *
+ * Exit codes: 0 after a graceful stop; 1 when a camera failed; 2 for a configuration, model or
+ * backend error at start (printed by src/cli/main.ts).
+ */
+import { readFileSync } from 'node:fs';
+import { Option, type Command } from 'commander';
+import { parse as parseYaml } from 'yaml';
+import { loadConfig } from '../config.js';
+import { loadInspectModel } from '../runtime/model.js';
+import { startStation, type StationSummary } from '../runtime/station.js';
+import { backendOptions, log } from './common.js';
+
+export { backendOptions };
+
+/**
+ * Whether the config file has a `nats` section. The validated config always carries NATS
+ * defaults, so "no NATS configured" (verdicts on stdout) is read from the file itself.
+ */
+export function configMentionsNats(file: string): boolean {
+  try {
+    const raw = parseYaml(readFileSync(file, 'utf8')) as unknown;
+    return typeof raw === 'object' && raw !== null && 'nats' in raw;
+  } catch {
+    return true; // loadConfig reports the real problem
+  }
+}
+
+/** One line per camera for the log. */
+export function formatSummary(s: StationSummary): string {
+  const cams = Object.entries(s.cameras).map(
+    ([id, c]) => `${id}: ${c.frames} frames, ${c.verdicts.pass} pass, ${c.verdicts.reject} reject, ${c.verdicts.error} error${c.error ? ` (failed: ${c.error})` : ''}`,
+  );
+  const pub = s.published ? `; NATS: ${s.published.published} published, ${s.published.pending} pending in spool` : '';
+  return `stopped (${s.reason}) after ${s.seconds.toFixed(1)} s; ${cams.join('; ')}${s.unfinished ? `; ${s.unfinished} frame(s) abandoned` : ''}${pub}`;
+}
+
+interface InspectCliOptions {
+  config: string;
+  sink?: 'nats' | 'stdout';
+  backend?: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+  check: boolean;
+  drainTimeout: number;
+}
+
+export function register(program: Command): void {
+  program
+    .command('inspect')
+    .description('run the inspection station of a config file: cameras -> FAIR -> verdicts on NATS')
+    .requiredOption('--config <file>', 'station config (YAML or JSON; see deploy/fairline.example.yaml)')
+    .addOption(new Option('--sink <kind>', 'where verdicts go (default: nats when the config has a nats section, else stdout)').choices(['nats', 'stdout']))
+    .addOption(new Option('--backend <name>', 'override the config backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']))
+    .option('--check', 'validate the config and load the model, then exit', false)
+    .option('--drain-timeout <ms>', 'longest wait for in-flight frames on stop', (v) => Number(v), 20000)
+    .action(async (o: InspectCliOptions) => {
+      const config = await loadConfig(o.config);
+      if (o.backend) config.backend = o.backend;
+      if (o.check) {
+        const needThreshold = config.threshold === undefined && config.cameras.some((c) => c.threshold === undefined);
+        const model = await loadInspectModel({
+          dir: config.model, engine: config.engine, backend: config.backend, requireThreshold: needThreshold, log,
+          ...(config.threshold !== undefined ? { threshold: config.threshold } : {}),
+        });
+        log(`config ${o.config}: OK (${config.cameras.length} camera(s)); model ${model.id} ${model.size}px, engine ${model.engineName}, threshold ${model.threshold ?? 'per camera'}`);
+        await model.dispose();
+        return;
+      }
+      const sink = o.sink ?? (configMentionsNats(o.config) ? 'nats' : 'stdout');
+      const station = await startStation({ config, sink, handleSignals: true, drainTimeoutMs: o.drainTimeout, log });
+      const summary = await station.done;
+      log(formatSummary(summary));
+      process.exitCode = summary.failed ? 1 : 0;
+      // Native handles (GStreamer, onnxruntime threads) may keep the loop alive after a clean stop.
+      setTimeout(() => process.exit(process.exitCode ?? 0), 2000).unref();
+    });
+}

@@ -2,7 +2,7 @@
  * `fairline` command line. Each subcommand lives in its own file and is loaded lazily, so
  * `fairline --help` stays fast and a missing optional dependency only affects its command.
  */
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { FairlineError } from '../errors.js';
 
 const program = new Command();
@@ -11,13 +11,6 @@ program
   .description('FAIR line inspection: train, evaluate, calibrate and run frequency-aware restoration anomaly detection')
   .version('0.1.0')
   .showHelpAfterError();
-
-/** Options every compute command shares. */
-export function computeOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default(process.env.FAIRLINE_BACKEND ?? 'auto'))
-    .option('--threads <n>', 'backend threads (wasm)', (v) => parseInt(v, 10));
-}
 
 type Loader = () => Promise<{ register(program: Command): void }>;
 const commands: Record<string, Loader> = {

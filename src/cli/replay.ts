@@ -1,2 +1,88 @@
-import type { Command } from 'commander';
-export function register(_program: Command): void {}
+/**
+ * `fairline replay`: recorded images or a video through the live inspection graph, with a
+ * validation report (confusion matrix, latency percentiles, frames/s, per-image scores);
+ * `--nats URL` also publishes every verdict exactly as a live station does.
+ */
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Option, type Command } from 'commander';
+import { loadInspectModel, type EngineChoice } from '../runtime/model.js';
+import { formatReport, replay } from '../runtime/replay.js';
+import { natsSink, type VerdictSink } from '../runtime/station.js';
+import { floatOption, intOption, log, startBackend } from './common.js';
+import { backendOptions } from './inspect.js';
+
+interface ReplayCliOptions {
+  source: string;
+  labels?: string;
+  model: string;
+  threshold?: number;
+  nats?: string;
+  jetstream?: string | boolean;
+  spool?: string;
+  line: string;
+  station: string;
+  camera: string;
+  engine: EngineChoice;
+  batch: number;
+  json: boolean;
+  images: boolean;
+  backend: string;
+  threads?: number;
+}
+
+export function register(program: Command): void {
+  backendOptions(
+    program
+      .command('replay')
+      .description('replay images or a video through the inspection graph and report (optionally publishing verdicts to NATS)')
+      .requiredOption('--source <path>', 'image folder (good/ + defect folders give labels), one image, or a video file')
+      .requiredOption('--model <dir>', 'model folder')
+      .option('--labels <file>', 'labels CSV (path,label) or JSON ({path: label}); overrides the folder layout')
+      .option('--threshold <x>', 'reject threshold (default: the model\'s calibrated one)', floatOption('--threshold'))
+      .option('--nats <url>', 'publish verdicts to this NATS server, as a live station does')
+      .option('--jetstream [stream]', 'with --nats: also into a JetStream audit stream (default name FAIRLINE_<line>)')
+      .option('--spool <dir>', 'with --nats: spool folder for verdicts NATS has not taken (default: a temp folder)')
+      .option('--line <id>', 'line id in verdicts and subjects', 'replay')
+      .option('--station <id>', 'station id in verdicts', 'replay')
+      .option('--camera <id>', 'camera id in verdicts and subjects', 'replay')
+      .addOption(new Option('--engine <name>', 'restoration engine').choices(['auto', 'tfjs', 'onnx']).default('auto'))
+      .option('--batch <n>', 'images per model batch', intOption('--batch'), 8)
+      .option('--no-images', 'leave the per-image list out of the text report')
+      .option('--json', 'print the report as JSON', false),
+  ).action(async (o: ReplayCliOptions) => {
+    await startBackend(o);
+    const model = await loadInspectModel({ dir: resolve(o.model), engine: o.engine, requireThreshold: o.threshold === undefined, log, ...(o.threshold !== undefined ? { threshold: o.threshold } : {}) });
+    let sink: VerdictSink | undefined;
+    let spoolDir: string | undefined;
+    let tempSpool = false;
+    try {
+      if (o.nats) {
+        spoolDir = o.spool ? resolve(o.spool) : mkdtempSync(join(tmpdir(), 'fairline-replay-spool-'));
+        tempSpool = !o.spool;
+        const js = o.jetstream === undefined || o.jetstream === false ? { enabled: false, stream: `FAIRLINE_${o.line}` } : { enabled: true, stream: o.jetstream === true ? `FAIRLINE_${o.line}` : o.jetstream };
+        const s = await natsSink({ line: o.line, nats: { servers: [o.nats], jetstream: js }, spool: { dir: spoolDir, maxBytes: 64 * 2 ** 20 }, name: `fairline-replay-${o.line}`, log });
+        sink = s;
+        // A replay is interactive: fail now if the server is not there rather than fill a spool.
+        await s.publisher.ready(10000);
+      }
+      const report = await replay({
+        model, source: o.source, line: o.line, station: o.station, camera: o.camera, batch: { maxSize: o.batch, maxWaitMs: 20 },
+        ...(o.labels ? { labels: o.labels } : {}),
+        ...(o.threshold !== undefined ? { threshold: o.threshold } : {}),
+        ...(sink ? { sink } : {}),
+      });
+      await sink?.close();
+      const pub = sink?.stats?.();
+      if (pub) log(`nats: ${pub.published} verdict(s) published to fairline.${o.line}.${o.camera}.verdict${pub.pending ? `, ${pub.pending} left in ${spoolDir}` : ''}`);
+      if (o.json) process.stdout.write(`${JSON.stringify(pub ? { ...report, published: pub } : report)}\n`);
+      else process.stdout.write(`${formatReport(report, { perImage: o.images })}\n`);
+      if (tempSpool && spoolDir && pub && pub.pending === 0) rmSync(spoolDir, { recursive: true, force: true });
+      else if (tempSpool && spoolDir && readdirSync(spoolDir).length === 0) rmSync(spoolDir, { recursive: true, force: true });
+    } finally {
+      await sink?.close().catch(() => undefined);
+      await model.dispose();
+    }
+  });
+}

@@ -1,8 +1,7 @@
 /** `fairline train`: train a FAIR model on the normal images of one category. */
 import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
-import { computeOptions } from './main.js';
-import { floatOption, intOption, log, startBackend } from './common.js';
+import { backendOptions, floatOption, intOption, log, startBackend } from './common.js';
 import { createProgress } from './progress.js';
 import { train } from '../train/loop.js';
 import type { FilterKind } from '../model/types.js';
@@ -31,7 +30,7 @@ interface TrainCliOptions {
 }
 
 export function register(program: Command): void {
-  computeOptions(
+  backendOptions(
     program
       .command('train')
       .description('train a FAIR model from normal images (defaults: the paper\'s settings)')

@@ -14,6 +14,9 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, w
 import { join } from 'node:path';
 import { ModelError } from '../errors.js';
 import type { FairSpec } from '../model/types.js';
+import type { ScoreStats } from '../thresholds.js';
+
+export type { ScoreStats };
 
 export const MODEL_FORMAT = 'fairline.model/v1';
 
@@ -40,17 +43,6 @@ export interface ThresholdInfo {
   computedAt: string;
   /** Optional pixel threshold for defect regions (defaults to the image threshold). */
   pixel?: number;
-}
-
-export interface ScoreStats {
-  n: number;
-  mean: number;
-  std: number;
-  min: number;
-  max: number;
-  p50: number;
-  p90: number;
-  p99: number;
 }
 
 export interface TrainingInfo {
@@ -253,23 +245,4 @@ export function contentHash(files: { name: string; bytes: Uint8Array }[]): strin
     h.update(f.name).update('\0').update(sha256(f.bytes)).update('\n');
   }
   return h.digest('hex');
-}
-
-/** Summary statistics of scores (for calibration and the artefact). */
-export function scoreStats(scores: ArrayLike<number>): ScoreStats {
-  const s = Float64Array.from(scores).sort();
-  const n = s.length;
-  if (n === 0) return { n: 0, mean: NaN, std: NaN, min: NaN, max: NaN, p50: NaN, p90: NaN, p99: NaN };
-  let sum = 0;
-  for (const v of s) sum += v;
-  const mean = sum / n;
-  let ss = 0;
-  for (const v of s) ss += (v - mean) ** 2;
-  const q = (p: number): number => {
-    const pos = p * (n - 1);
-    const lo = Math.floor(pos);
-    const hi = Math.min(n - 1, lo + 1);
-    return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
-  };
-  return { n, mean, std: Math.sqrt(ss / Math.max(1, n - 1)), min: s[0]!, max: s[n - 1]!, p50: q(0.5), p90: q(0.9), p99: q(0.99) };
 }

@@ -123,6 +123,60 @@ export interface ForwardResult {
 
 let nextUNetId = 0;
 
+/** Sum over N, H, W of an NHWC tensor, W first: see the accuracy note in `bnReluTraining`. */
+function sumNHW(t: tf.Tensor4D): tf.Tensor1D {
+  return tf.sum(tf.sum(t, 2), [0, 1]) as tf.Tensor1D;
+}
+
+/**
+ * Training-mode BatchNorm + ReLU as ONE differentiable op with the closed-form backward
+ * (g = dy * [y > 0]; dbeta = sum g; dgamma = sum g*xhat; dx = gamma*rstd*(g - (dbeta + xhat*dgamma)/n)).
+ *
+ * Why: composed from tfjs ops (moments + batchNorm + relu), autodiff builds the gradient of
+ * every piece separately, ~25 kernels per layer (Multiply, Sum, Sub, Tile, Identity, ...) over
+ * full-size activations; profiled, they cost about a third of a wasm training step at c = 32
+ * (docs/performance.md). This needs 6 full-size elementwise kernels and 2 reductions, and keeps
+ * only `xhat` and `y` for the backward pass.
+ *
+ * Statistics are two-pass (mean, then mean of squared deviations; biased variance, as PyTorch
+ * normalises with) and every reduction runs over W first, then N*H: the wasm backend sums in
+ * float32 sequentially, and one pass over N*H*W (131k at 2x256^2) costs ~1e-3 relative accuracy.
+ * The batch statistics are returned as tensors the caller owns (they are `tf.keep`-ed because
+ * they are created inside the custom op's forward, which runs in its own scope).
+ */
+function bnReluTraining(x: tf.Tensor4D, gamma: tf.Tensor1D, beta: tf.Tensor1D): { y: tf.Tensor4D; mean: tf.Tensor1D; variance: tf.Tensor1D } {
+  const [n, h, w] = x.shape;
+  const count = n * h * w;
+  let mean: tf.Tensor1D | undefined;
+  let variance: tf.Tensor1D | undefined;
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x4, gIn, bIn, save] = args as [tf.Tensor4D, tf.Tensor1D, tf.Tensor1D, tf.GradSaveFunc];
+    const m = tf.div(sumNHW(x4), count) as tf.Tensor1D;
+    const xc = tf.sub(x4, m) as tf.Tensor4D;
+    const v = tf.div(sumNHW(tf.square(xc) as tf.Tensor4D), count) as tf.Tensor1D;
+    const rstd = tf.rsqrt(tf.add(v, BN_EPS)) as tf.Tensor1D;
+    const xhat = tf.mul(xc, rstd) as tf.Tensor4D;
+    const y = tf.relu(tf.add(tf.mul(xhat, gIn), bIn)) as tf.Tensor4D;
+    mean = tf.keep(m);
+    variance = tf.keep(v);
+    save([xhat, y, rstd, gIn]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => {
+        const [sxhat, sy, srstd, sgamma] = saved as [tf.Tensor4D, tf.Tensor4D, tf.Tensor1D, tf.Tensor1D];
+        const g = tf.mul(dy, tf.step(sy)) as tf.Tensor4D;
+        const dbeta = sumNHW(g);
+        const dgamma = sumNHW(tf.mul(g, sxhat) as tf.Tensor4D);
+        const scale = tf.mul(sgamma, srstd);
+        const dx = tf.mul(tf.sub(g, tf.div(tf.add(tf.mul(sxhat, dgamma), dbeta), count)), scale);
+        return [dx, dgamma, dbeta];
+      },
+    };
+  });
+  const y = op(x, gamma, beta) as tf.Tensor4D;
+  return { y, mean: mean!, variance: variance! };
+}
+
 function validateSpec(spec: UNetSpec): void {
   const ok = (v: number): boolean => Number.isInteger(v) && v > 0;
   if (!ok(spec.baseWidth) || !ok(spec.inChannels) || !ok(spec.outChannels)) {
@@ -202,22 +256,16 @@ export class UNet {
         if (!d.bn) return conv;
         const gamma = this.params.get(`${d.bn}.weight`) as tf.Tensor1D;
         const beta = this.params.get(`${d.bn}.bias`) as tf.Tensor1D;
-        let mean: tf.Tensor1D, variance: tf.Tensor1D;
         if (training) {
-          // Two-pass biased variance (mean of squared deviations), like tf.moments, but each
-          // mean reduces W first and then N*H: the wasm backend sums in float32 sequentially,
-          // and one pass over N*H*W (131k at 2x256^2) costs ~1e-3 relative accuracy.
-          mean = tf.mean(tf.mean(conv, 2), [0, 1]) as tf.Tensor1D;
-          // (square(sub) rather than squaredDifference: the latter's gradient does not undo broadcasting.)
-          variance = tf.mean(tf.mean(tf.square(tf.sub(conv, mean)), 2), [0, 1]) as tf.Tensor1D;
-          means.push(mean);
-          vars.push(variance);
+          const r = bnReluTraining(conv, gamma, beta);
+          means.push(r.mean);
+          vars.push(r.variance);
           names.push(d.bn);
           counts.push(conv.shape[0] * conv.shape[1] * conv.shape[2]);
-        } else {
-          mean = this.params.get(`${d.bn}.running_mean`) as tf.Tensor1D;
-          variance = this.params.get(`${d.bn}.running_var`) as tf.Tensor1D;
+          return r.y;
         }
+        const mean = this.params.get(`${d.bn}.running_mean`) as tf.Tensor1D;
+        const variance = this.params.get(`${d.bn}.running_var`) as tf.Tensor1D;
         return tf.relu(tf.batchNorm(conv, mean, variance, beta, gamma, BN_EPS));
       };
       const pool = (h: tf.Tensor4D): tf.Tensor4D => tf.maxPool(h, 2, 2, 'valid');

@@ -26,6 +26,7 @@ import { createRequire } from 'node:module';
 import type { AppSink, BusMessage, Caps, Pipeline } from 'gstreamer-superficial';
 import { Observable, type Subscription } from 'rxjs';
 import { ConfigError, SourceError } from '../errors.js';
+import type { Frame } from './frame.js';
 
 type GstModule = typeof import('gstreamer-superficial').default;
 
@@ -65,6 +66,21 @@ export interface RawFrame {
   format: 'rgb';
   /** `width * height * 3` bytes, rows packed (GStreamer's 4-byte row padding removed). */
   data: Buffer;
+}
+
+/**
+ * The graph's {@link Frame} for a raw frame (the pixel buffer is shared, not copied).
+ *
+ * @example
+ * const frames$ = source.frames$().pipe(map(toFrame));
+ */
+export function toFrame(raw: RawFrame): Frame {
+  return {
+    sourceId: raw.sourceId,
+    seq: raw.seq,
+    captureTs: raw.captureTs,
+    payload: { data: raw.data, width: raw.width, height: raw.height, format: raw.format },
+  };
 }
 
 /**

@@ -10,8 +10,8 @@
  * - Verdicts wait in a small in-memory queue and are sent in batches. Core NATS: a batch counts as
  *   delivered when a following `flush()` (PING/PONG) succeeds, i.e. the server has read it.
  *   JetStream: every message is `js.publish`ed and awaited (PubAck), one at a time so that a
- *   retry can never overtake a later verdict; msgID `<camera>:<seq>` (`<camera>:<seq>:reject` for
- *   the reject signal) lets the stream drop duplicates within its `duplicate_window`.
+ *   retry can never overtake a later verdict; msgID `<camera>:<seq>` (see {@link verdictMsgId})
+ *   lets the stream drop duplicates within its `duplicate_window`.
  * - While disconnected, when a send fails, or when the memory queue is full, the queue (and a batch
  *   in flight) moves to the spool and new verdicts are appended there; the spool drains first once
  *   the connection is back. A batch that was in flight and then succeeds anyway is remembered and
@@ -42,12 +42,16 @@ import {
 import { BadInputError, ConfigError, SinkError } from '../errors.js';
 import { Spool, type SpoolOptions } from './spool.js';
 
-/** A verdict as published (JSON). */
-export interface Verdict {
+/**
+ * What the publisher needs of a verdict; the whole object is published as JSON. The project's
+ * `Verdict` (src/verdict.ts) satisfies it. `late: true` marks a real verdict that follows a
+ * fail-safe one for the same frame: it gets its own msgID so JetStream keeps both.
+ */
+export interface PublishableVerdict {
   camera: string;
   seq: number;
   verdict: 'pass' | 'reject' | 'error';
-  [k: string]: unknown;
+  late?: boolean;
 }
 
 /** How to reach and authenticate to NATS. Give at most one of user/pass, token, nkeySeed, credsFile. */
@@ -84,11 +88,11 @@ export interface JetStreamAuditOptions {
 }
 
 /** Counters and events, wired to metrics by the caller. */
-export interface VerdictPublisherHooks {
+export interface VerdictPublisherHooks<V extends PublishableVerdict = PublishableVerdict> {
   /** A verdict reached the server (once per verdict; the reject signal is not counted separately). */
-  onPublished?: (v: Verdict) => void;
+  onPublished?: (v: V) => void;
   /** A verdict went to the on-disk spool. */
-  onSpooled?: (v: Verdict) => void;
+  onSpooled?: (v: V) => void;
   /** Verdicts lost: the spool was full (oldest dropped) or had unreadable records after a crash. */
   onDropped?: (count: number, reason: 'spool_full' | 'spool_corrupt') => void;
   /** Connection state changes. */
@@ -97,7 +101,7 @@ export interface VerdictPublisherHooks {
   onError?: (err: SinkError) => void;
 }
 
-export interface VerdictPublisherOptions {
+export interface VerdictPublisherOptions<V extends PublishableVerdict = PublishableVerdict> {
   /** Production line id: a subject token (`[A-Za-z0-9_-]+`). */
   line: string;
   nats: NatsConnectOptions;
@@ -113,7 +117,7 @@ export interface VerdictPublisherOptions {
   maxQueue?: number;
   /** Pause after a failed send while the connection looks up (default 500 ms). */
   retryDelayMs?: number;
-  hooks?: VerdictPublisherHooks;
+  hooks?: VerdictPublisherHooks<V>;
 }
 
 export interface PublisherStats {
@@ -188,8 +192,18 @@ export function rejectSubject(line: string, camera: string): string {
   return `fairline.${line}.${camera}.reject`;
 }
 
-function validateVerdict(v: Verdict): void {
+/**
+ * JetStream msgID of a verdict: `<camera>:<seq>`, or `<camera>:<seq>:late` for a real verdict
+ * that follows a fail-safe one (otherwise the stream would drop it as a duplicate). The reject
+ * signal appends `:reject`.
+ */
+export function verdictMsgId(v: PublishableVerdict): string {
+  return `${v.camera}:${v.seq}${v.late === true ? ':late' : ''}`;
+}
+
+function validateVerdict(v: PublishableVerdict): void {
   if (typeof v !== 'object' || v === null) throw new BadInputError('bad_verdict', 'verdict must be an object');
+  if (v.late !== undefined && typeof v.late !== 'boolean') throw new BadInputError('bad_verdict', 'late must be a boolean');
   if (typeof v.camera !== 'string' || !TOKEN.test(v.camera)) throw new BadInputError('bad_verdict', `camera must match ${TOKEN}, got ${JSON.stringify(v.camera)}`);
   if (!Number.isSafeInteger(v.seq) || v.seq < 0) throw new BadInputError('bad_verdict', `seq must be a non-negative integer, got ${v.seq}`);
   if (v.verdict !== 'pass' && v.verdict !== 'reject' && v.verdict !== 'error') throw new BadInputError('bad_verdict', `verdict must be pass|reject|error, got ${JSON.stringify(v.verdict)}`);
@@ -216,18 +230,18 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * Publishes verdicts; see the module doc for the delivery guarantees.
  *
  * @example
- * const pub = await VerdictPublisher.create({
+ * const pub = await VerdictPublisher.create<Verdict>({
  *   line: 'L1', nats: { servers: 'nats://127.0.0.1:4222' }, spool: { dir: '/var/lib/fairline/spool' },
  *   jetstream: true, hooks: { onPublished: () => published.inc(), onSpooled: () => spooled.inc() },
  * });
  * verdicts$.subscribe((v) => pub.publish(v));
  * await pub.close();
  */
-export class VerdictPublisher {
+export class VerdictPublisher<V extends PublishableVerdict = PublishableVerdict> {
   readonly line: string;
-  private readonly opts: VerdictPublisherOptions;
-  private readonly hooks: VerdictPublisherHooks;
-  private readonly spool: Spool<Verdict>;
+  private readonly opts: VerdictPublisherOptions<V>;
+  private readonly hooks: VerdictPublisherHooks<V>;
+  private readonly spool: Spool<V>;
   private readonly js?: Required<JetStreamAuditOptions>;
   private readonly ackTimeoutMs: number;
   private readonly batchSize: number;
@@ -238,9 +252,9 @@ export class VerdictPublisher {
   private up = false;
   private closing = false;
   private closed = false;
-  private queue: Verdict[] = [];
+  private queue: V[] = [];
   /** The batch being sent from the memory queue (already removed from `queue`). */
-  private inflight: Verdict[] | undefined;
+  private inflight: V[] | undefined;
   /** Spool ids given to the in-flight batch if it was spilled while in flight. */
   private inflightSpoolIds: number[] | undefined;
   /** Spool ids that were delivered while in flight: skip them when draining. */
@@ -253,7 +267,7 @@ export class VerdictPublisher {
   private counts = { published: 0, spooled: 0, dropped: 0 };
   private connectLoop: Promise<void> | undefined;
 
-  private constructor(options: VerdictPublisherOptions) {
+  private constructor(options: VerdictPublisherOptions<V>) {
     if (!TOKEN.test(options.line ?? '')) throw new ConfigError(`line must match ${TOKEN}, got ${JSON.stringify(options.line)}`);
     this.opts = options;
     this.line = options.line;
@@ -277,7 +291,7 @@ export class VerdictPublisher {
     }
     natsConnectionOptions(options.nats); // validate early, synchronously
     const userOnDrop = options.spool.onDrop;
-    this.spool = Spool.open<Verdict>({
+    this.spool = Spool.open<V>({
       ...options.spool,
       onDrop: (n, reason) => {
         this.counts.dropped += n;
@@ -292,8 +306,8 @@ export class VerdictPublisher {
    * at once: verdicts published before the first connection are spooled. Use {@link ready} to
    * wait for (and check) the connection.
    */
-  static async create(options: VerdictPublisherOptions): Promise<VerdictPublisher> {
-    const p = new VerdictPublisher(options);
+  static async create<V extends PublishableVerdict = PublishableVerdict>(options: VerdictPublisherOptions<V>): Promise<VerdictPublisher<V>> {
+    const p = new VerdictPublisher<V>(options);
     p.connectLoop = p.runConnection();
     return p;
   }
@@ -340,7 +354,7 @@ export class VerdictPublisher {
    * Queue a verdict (never blocks, never throws for connection problems). Throws
    * `BadInputError('bad_verdict')` for a malformed verdict and `SinkError('closed')` after close().
    */
-  publish(verdict: Verdict): void {
+  publish(verdict: V): void {
     validateVerdict(verdict);
     if (this.closing) throw new SinkError('closed', 'VerdictPublisher is closed');
     if (!this.up || this.queue.length >= this.maxQueue) {
@@ -415,7 +429,7 @@ export class VerdictPublisher {
     return this.queue.length === 0 && this.inflight === undefined && this.spool.length === 0;
   }
 
-  private toSpool(v: Verdict): number {
+  private toSpool(v: V): number {
     const id = this.spool.append(v);
     this.counts.spooled++;
     this.hooks.onSpooled?.(v);
@@ -535,14 +549,15 @@ export class VerdictPublisher {
   }
 
   /** Send one verdict (and its reject signal); resolves once acknowledged (JetStream) or written (core). */
-  private async sendOne(v: Verdict): Promise<void> {
+  private async sendOne(v: V): Promise<void> {
     const nc = this.nc;
     if (!nc || !this.up) throw new SinkError('nats_disconnected', 'nats: not connected');
     const data = JSON.stringify(v);
     if (this.jsc) {
-      await this.jsc.publish(verdictSubject(this.line, v.camera), data, { msgID: `${v.camera}:${v.seq}`, timeout: this.ackTimeoutMs });
+      const id = verdictMsgId(v);
+      await this.jsc.publish(verdictSubject(this.line, v.camera), data, { msgID: id, timeout: this.ackTimeoutMs });
       if (v.verdict === 'reject') {
-        await this.jsc.publish(rejectSubject(this.line, v.camera), data, { msgID: `${v.camera}:${v.seq}:reject`, timeout: this.ackTimeoutMs });
+        await this.jsc.publish(rejectSubject(this.line, v.camera), data, { msgID: `${id}:reject`, timeout: this.ackTimeoutMs });
       }
     } else {
       nc.publish(verdictSubject(this.line, v.camera), data);
@@ -589,7 +604,7 @@ export class VerdictPublisher {
           if (batch.length === 0) break;
           // Highest id that is delivered for sure (JetStream: acked; core: skipped before any unconfirmed send).
           let safeId = -1;
-          const unconfirmed: Verdict[] = [];
+          const unconfirmed: V[] = [];
           try {
             for (const r of batch) {
               if (this.skip.delete(r.id)) {
@@ -655,7 +670,7 @@ export class VerdictPublisher {
     }
   }
 
-  private delivered(v: Verdict): void {
+  private delivered(v: V): void {
     this.counts.published++;
     this.hooks.onPublished?.(v);
   }

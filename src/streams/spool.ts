@@ -362,13 +362,10 @@ export class Spool<T = unknown> {
     return true;
   }
 
+  /** Delete the head segment; callers ensure it is fully consumed and not the tail. */
   private removeHead(): void {
-    const seg = this.segments.shift()!;
-    if (this.segments.length === 0) {
-      this.segments.push(seg);
-      return;
-    }
-    unlinkSync(seg.path);
+    if (this.segments.length < 2) return;
+    unlinkSync(this.segments.shift()!.path);
   }
 
   private persistCursor(): void {

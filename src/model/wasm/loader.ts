@@ -145,7 +145,13 @@ export async function createThreadedModule(threads: number, timeoutMs: number): 
   let workerFailed: (err: Error) => void = () => undefined;
   const failed = new Promise<never>((_, reject) => { workerFailed = reject; });
   failed.catch(() => undefined); // only observed through the race below
-  const restoreWorker = cleanWorkers((err) => workerFailed(new Error(`pthread worker failed: ${err.message}`)));
+  let started = false;
+  const restoreWorker = cleanWorkers((err) => {
+    // Before start-up a failure means "fall back"; afterwards keep emscripten's behaviour (an
+    // uncaught exception) rather than leave the main thread waiting on a dead pthread.
+    if (!started) workerFailed(new Error(`pthread worker failed: ${err.message}`));
+    else setImmediate(() => { throw err; });
+  });
   try {
     ready = factory({
       locateFile: (path: string, prefix: string) => {
@@ -160,6 +166,7 @@ export async function createThreadedModule(threads: number, timeoutMs: number): 
     restoreWorker();
     const module = await withTimeout(Promise.race([ready, failed]), timeoutMs, 'wasm (threaded) instantiation');
     if (aborted) throw new Error(`threaded wasm instantiation aborted: ${aborted}`);
+    started = true;
     return { module: addTfjsBridge(module), cleanup };
   } catch (err) {
     if (ready) {

@@ -1,0 +1,309 @@
+/**
+ * Pictures for evaluation reports, on typed arrays (no canvas, no fonts): a JET colour map for
+ * anomaly maps, a blend of the map over the input (as the official `--saveimages` pictures do), a
+ * threshold contour, a tiny 5x7 bitmap font for panel titles, and side-by-side composition.
+ *
+ * All images are `ImageF32` (HWC, BGR, [0, 1]) like the rest of fairline, so `encodePng` from
+ * src/io/image.ts writes them unchanged.
+ */
+import { BadInputError } from '../errors.js';
+import type { ImageF32, ImageU8 } from '../model/types.js';
+
+/** A colour as [b, g, r] in [0, 1] (fairline's channel order). */
+export type Bgr = readonly [number, number, number];
+
+export const WHITE: Bgr = [1, 1, 1];
+export const BLACK: Bgr = [0, 0, 0];
+export const RED: Bgr = [0.15, 0.15, 0.9];
+export const GREEN: Bgr = [0.2, 0.7, 0.2];
+
+const clamp01 = (v: number): number => (v < 0 ? 0 : v > 1 ? 1 : v);
+
+/**
+ * JET colour map (blue -> cyan -> yellow -> red), the map OpenCV's COLORMAP_JET and the official
+ * FAIR pictures use, as the usual piecewise-linear formula.
+ * @param t value in [0, 1] (clamped)
+ * @returns [b, g, r] in [0, 1]
+ * @example
+ * jet(0); // [0.5, 0, 0] dark blue;  jet(1); // [0, 0, 0.5] dark red
+ */
+export function jet(t: number): [number, number, number] {
+  const v = clamp01(Number.isFinite(t) ? t : 0);
+  const r = clamp01(1.5 - Math.abs(4 * v - 3));
+  const g = clamp01(1.5 - Math.abs(4 * v - 2));
+  const b = clamp01(1.5 - Math.abs(4 * v - 1));
+  return [b, g, r];
+}
+
+/**
+ * How a heatmap is normalised. Without `centre`: min-max, `lo` -> 0, `hi` -> 1. With `centre`
+ * (a threshold strictly between `lo` and `hi`): piecewise linear, `lo` -> 0 (dark blue),
+ * `centre` -> 0.5 (green), `hi` -> 1 (dark red), so the threshold is always the same colour,
+ * everything below it is blue-cyan and everything above it yellow-red, each side using its full
+ * half of the scale (a single linear scale would spend most colours on the strongest defect).
+ */
+export interface HeatRange {
+  lo: number;
+  hi: number;
+  centre?: number;
+}
+
+/** The [0, 1] colour-scale position of `v` under `range` (clamped). */
+export function heatPosition(v: number, range: HeatRange): number {
+  const { lo, hi, centre } = range;
+  let t: number;
+  if (centre !== undefined && centre > lo && centre < hi) {
+    t = v < centre ? (0.5 * (v - lo)) / (centre - lo) : 0.5 + (0.5 * (v - centre)) / (hi - centre);
+  } else {
+    t = (v - lo) / (hi - lo || 1);
+  }
+  return clamp01(t);
+}
+
+/**
+ * Min and max over a set of maps (ignoring non-finite values): the per-category range that makes
+ * heatmaps of one category comparable with each other. A flat set gets `hi = lo + 1e-12`.
+ */
+export function mapsRange(maps: Iterable<ArrayLike<number>>): HeatRange {
+  let lo = Infinity, hi = -Infinity;
+  for (const m of maps) {
+    for (let i = 0; i < m.length; i++) {
+      const v = m[i]!;
+      if (!Number.isFinite(v)) continue;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+  }
+  if (lo === Infinity) return { lo: 0, hi: 1 };
+  return { lo, hi: hi > lo ? hi : lo + 1e-12 };
+}
+
+function checkMap(map: ArrayLike<number>, width: number, height: number, what: string): void {
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1 || map.length !== width * height) {
+    throw new BadInputError('bad_map', `${what}: ${map.length} values do not make a ${width}x${height} map`);
+  }
+}
+
+/**
+ * Colour an anomaly map with {@link jet} after normalising it to `range`.
+ * @example
+ * const heat = heatmapImage(map, 256, 256, mapsRange(allMaps)); // ImageF32 BGR
+ */
+export function heatmapImage(map: ArrayLike<number>, width: number, height: number, range: HeatRange): ImageF32 {
+  checkMap(map, width, height, 'heatmapImage');
+  const data = new Float32Array(width * height * 3);
+  for (let i = 0; i < width * height; i++) {
+    const [b, g, r] = jet(heatPosition(map[i]!, range));
+    data[3 * i] = b;
+    data[3 * i + 1] = g;
+    data[3 * i + 2] = r;
+  }
+  return { width, height, channels: 3, data };
+}
+
+/**
+ * Blend `top` over `base`: `(1 - alpha) * base + alpha * top`. Both HWC with 3 channels, same size.
+ * @example
+ * const picture = overlay(input, heatmapImage(map, 256, 256, range), 0.5);
+ */
+export function overlay(base: ImageF32, top: ImageF32, alpha = 0.5): ImageF32 {
+  if (base.width !== top.width || base.height !== top.height || base.channels !== 3 || top.channels !== 3) {
+    throw new BadInputError('wrong_size', `overlay: ${base.width}x${base.height}x${base.channels} and ${top.width}x${top.height}x${top.channels} differ`);
+  }
+  const data = new Float32Array(base.data.length);
+  for (let i = 0; i < data.length; i++) data[i] = clamp01((1 - alpha) * base.data[i]! + alpha * top.data[i]!);
+  return { width: base.width, height: base.height, channels: 3, data };
+}
+
+/**
+ * Draw the outline of `map >= threshold` (the pixels a reject verdict reports as defect regions,
+ * see `defectRegions` in src/verdict.ts) onto `img`, in place: a region pixel with a 4-neighbour
+ * outside the region (or on the border) gets `colour`.
+ * @returns the number of outline pixels drawn
+ */
+export function drawContour(img: ImageF32, map: ArrayLike<number>, threshold: number, colour: Bgr = WHITE): number {
+  const { width: w, height: h } = img;
+  checkMap(map, w, h, 'drawContour');
+  if (!Number.isFinite(threshold)) return 0;
+  const inside = (x: number, y: number): boolean => x >= 0 && y >= 0 && x < w && y < h && map[y * w + x]! >= threshold;
+  let n = 0;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      if (!inside(x, y)) continue;
+      if (inside(x - 1, y) && inside(x + 1, y) && inside(x, y - 1) && inside(x, y + 1)) continue;
+      const o = (y * w + x) * img.channels;
+      for (let c = 0; c < 3; c++) img.data[o + c] = colour[c]!;
+      n++;
+    }
+  }
+  return n;
+}
+
+/** A 1-channel mask in [0, 1] as a gray 3-channel image. */
+export function maskImage(mask: ArrayLike<number>, width: number, height: number): ImageF32 {
+  checkMap(mask, width, height, 'maskImage');
+  const data = new Float32Array(width * height * 3);
+  for (let i = 0; i < width * height; i++) {
+    const v = clamp01(mask[i]!);
+    data[3 * i] = v;
+    data[3 * i + 1] = v;
+    data[3 * i + 2] = v;
+  }
+  return { width, height, channels: 3, data };
+}
+
+/** A plain image of one colour. */
+export function solidImage(width: number, height: number, colour: Bgr): ImageF32 {
+  const data = new Float32Array(width * height * 3);
+  for (let i = 0; i < width * height; i++) {
+    data[3 * i] = colour[0];
+    data[3 * i + 1] = colour[1];
+    data[3 * i + 2] = colour[2];
+  }
+  return { width, height, channels: 3, data };
+}
+
+/** 8-bit -> float (for pictures stored compactly as uint8). */
+export function toF32(img: ImageU8 | ImageF32): ImageF32 {
+  if (img.data instanceof Float32Array) return img as ImageF32;
+  const data = new Float32Array(img.data.length);
+  for (let i = 0; i < data.length; i++) data[i] = img.data[i]! / 255;
+  return { width: img.width, height: img.height, channels: img.channels, data };
+}
+
+/** Float -> 8-bit, clipped and rounded (a quarter of the memory for kept pictures). */
+export function toU8(img: ImageF32): ImageU8 {
+  const data = new Uint8Array(img.data.length);
+  for (let i = 0; i < data.length; i++) {
+    const v = img.data[i]!;
+    data[i] = Math.round(clamp01(Number.isNaN(v) ? 0 : v) * 255);
+  }
+  return { width: img.width, height: img.height, channels: img.channels, data };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A 5x7 bitmap font (the classic HD44780 glyphs): seven rows of five bits, MSB = leftmost pixel.
+// Lower case is drawn as upper case; anything unknown as '?'.
+
+const GLYPHS: Record<string, readonly number[]> = {
+  A: [0x0e, 0x11, 0x11, 0x11, 0x1f, 0x11, 0x11], B: [0x1e, 0x11, 0x11, 0x1e, 0x11, 0x11, 0x1e],
+  C: [0x0e, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0e], D: [0x1c, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1c],
+  E: [0x1f, 0x10, 0x10, 0x1e, 0x10, 0x10, 0x1f], F: [0x1f, 0x10, 0x10, 0x1e, 0x10, 0x10, 0x10],
+  G: [0x0e, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0f], H: [0x11, 0x11, 0x11, 0x1f, 0x11, 0x11, 0x11],
+  I: [0x0e, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0e], J: [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0c],
+  K: [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11], L: [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1f],
+  M: [0x11, 0x1b, 0x15, 0x15, 0x11, 0x11, 0x11], N: [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
+  O: [0x0e, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0e], P: [0x1e, 0x11, 0x11, 0x1e, 0x10, 0x10, 0x10],
+  Q: [0x0e, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0d], R: [0x1e, 0x11, 0x11, 0x1e, 0x14, 0x12, 0x11],
+  S: [0x0f, 0x10, 0x10, 0x0e, 0x01, 0x01, 0x1e], T: [0x1f, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
+  U: [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0e], V: [0x11, 0x11, 0x11, 0x11, 0x11, 0x0a, 0x04],
+  W: [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0a], X: [0x11, 0x11, 0x0a, 0x04, 0x0a, 0x11, 0x11],
+  Y: [0x11, 0x11, 0x11, 0x0a, 0x04, 0x04, 0x04], Z: [0x1f, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1f],
+  '0': [0x0e, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0e], '1': [0x04, 0x0c, 0x04, 0x04, 0x04, 0x04, 0x0e],
+  '2': [0x0e, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1f], '3': [0x1f, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0e],
+  '4': [0x02, 0x06, 0x0a, 0x12, 0x1f, 0x02, 0x02], '5': [0x1f, 0x10, 0x1e, 0x01, 0x01, 0x11, 0x0e],
+  '6': [0x06, 0x08, 0x10, 0x1e, 0x11, 0x11, 0x0e], '7': [0x1f, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
+  '8': [0x0e, 0x11, 0x11, 0x0e, 0x11, 0x11, 0x0e], '9': [0x0e, 0x11, 0x11, 0x0f, 0x01, 0x02, 0x0c],
+  ' ': [0, 0, 0, 0, 0, 0, 0], '.': [0, 0, 0, 0, 0, 0x0c, 0x0c], ',': [0, 0, 0, 0, 0x0c, 0x04, 0x08],
+  ':': [0, 0x0c, 0x0c, 0, 0x0c, 0x0c, 0], '-': [0, 0, 0, 0x1f, 0, 0, 0], '+': [0, 0x04, 0x04, 0x1f, 0x04, 0x04, 0],
+  '=': [0, 0, 0x1f, 0, 0x1f, 0, 0], '/': [0, 0x01, 0x02, 0x04, 0x08, 0x10, 0], '_': [0, 0, 0, 0, 0, 0, 0x1f],
+  '%': [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03], '(': [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
+  ')': [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08], '<': [0x02, 0x04, 0x08, 0x10, 0x08, 0x04, 0x02],
+  '>': [0x08, 0x04, 0x02, 0x01, 0x02, 0x04, 0x08], '?': [0x0e, 0x11, 0x01, 0x02, 0x04, 0, 0x04],
+  '|': [0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04], '#': [0x0a, 0x0a, 0x1f, 0x0a, 0x1f, 0x0a, 0x0a],
+};
+
+/** Glyph cell: 5 pixels + 1 spacing wide, 7 high. */
+export const GLYPH_W = 6;
+export const GLYPH_H = 7;
+
+/** Width in pixels `text` takes at `scale`. */
+export function textWidth(text: string, scale = 1): number {
+  return text.length * GLYPH_W * scale;
+}
+
+/**
+ * Draw `text` with its top-left corner at (x, y), in place, clipped to the image.
+ * @example
+ * drawText(picture, 2, 2, 'SCORE 0.123', 2, WHITE);
+ */
+export function drawText(img: ImageF32, x: number, y: number, text: string, scale = 1, colour: Bgr = WHITE): void {
+  const s = Math.max(1, Math.floor(scale));
+  let cx = x;
+  for (const ch of text.toUpperCase()) {
+    const g = GLYPHS[ch] ?? GLYPHS['?']!;
+    for (let row = 0; row < GLYPH_H; row++) {
+      const bits = g[row]!;
+      for (let col = 0; col < 5; col++) {
+        if (!(bits & (0x10 >> col))) continue;
+        for (let dy = 0; dy < s; dy++) {
+          const py = y + row * s + dy;
+          if (py < 0 || py >= img.height) continue;
+          for (let dx = 0; dx < s; dx++) {
+            const px = cx + col * s + dx;
+            if (px < 0 || px >= img.width) continue;
+            const o = (py * img.width + px) * img.channels;
+            for (let c = 0; c < Math.min(3, img.channels); c++) img.data[o + c] = colour[c]!;
+          }
+        }
+      }
+    }
+    cx += GLYPH_W * s;
+  }
+}
+
+/** Cut `text` so it fits `width` pixels at `scale` (ending in '..' when cut). */
+export function fitText(text: string, width: number, scale = 1): string {
+  const max = Math.floor(width / (GLYPH_W * Math.max(1, Math.floor(scale))));
+  if (text.length <= max) return text;
+  return max <= 2 ? text.slice(0, Math.max(0, max)) : `${text.slice(0, max - 2)}..`;
+}
+
+/** One panel of a composed picture. */
+export interface Panel {
+  image: ImageF32;
+  /** Drawn above the panel. */
+  title: string;
+}
+
+export interface ComposeOptions {
+  /** Lines drawn across the top of the picture (e.g. score and verdict). */
+  caption?: string[];
+  /** Colour of the caption (e.g. red for a reject). */
+  captionColour?: Bgr;
+  /** Pixels between panels and around the picture (default 4). */
+  gap?: number;
+  /** Font scale (default: 1 for panels up to 191 px, 2 from 192 px). */
+  scale?: number;
+  background?: Bgr;
+}
+
+/**
+ * Put panels side by side on one picture with a title over each and optional caption lines.
+ * Panels may differ in size; they are top-aligned.
+ * @example
+ * const pic = composePanels([{ image: input, title: 'INPUT' }, { image: heat, title: 'HEATMAP' }], { caption: ['SCORE 0.41 REJECT'] });
+ * await encodePng(pic, 'pictures/hazelnut/colour_02.png');
+ */
+export function composePanels(panels: readonly Panel[], opts: ComposeOptions = {}): ImageF32 {
+  if (panels.length === 0) throw new BadInputError('bad_picture', 'composePanels: no panels');
+  for (const p of panels) if (p.image.channels !== 3) throw new BadInputError('bad_picture', `composePanels: panel '${p.title}' has ${p.image.channels} channels, need 3`);
+  const gap = opts.gap ?? 4;
+  const maxH = Math.max(...panels.map((p) => p.image.height));
+  const scale = opts.scale ?? (maxH >= 192 ? 2 : 1);
+  const lineH = (GLYPH_H + 3) * scale;
+  const captions = opts.caption ?? [];
+  const width = panels.reduce((a, p) => a + p.image.width, 0) + gap * (panels.length + 1);
+  const top = gap + captions.length * lineH + lineH;
+  const height = top + maxH + gap;
+  const out = solidImage(width, height, opts.background ?? [0.12, 0.12, 0.12]);
+  captions.forEach((line, i) => drawText(out, gap, gap + i * lineH, fitText(line, width - 2 * gap, scale), scale, opts.captionColour ?? WHITE));
+  let x = gap;
+  for (const p of panels) {
+    drawText(out, x, top - lineH + scale, fitText(p.title, p.image.width, scale), scale, WHITE);
+    const { width: w, height: h, data } = p.image;
+    for (let y = 0; y < h; y++) out.data.set(data.subarray(y * w * 3, (y + 1) * w * 3), ((top + y) * width + x) * 3);
+    x += w + gap;
+  }
+  return out;
+}

@@ -1,0 +1,256 @@
+/**
+ * The model as the live graph, replay and calibration use it: a model artefact loaded into a
+ * {@link FairDetector} (tfjs UNet, or onnxruntime when available), wrapped as the graph's
+ * {@link InspectModel}, together with everything a station must know about it: id, size,
+ * engine, the effective reject threshold and where that threshold came from.
+ *
+ * One loader for every entry point (inspect, replay, calibrate), so a score computed while
+ * calibrating is the score the line later compares with the threshold.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { BackendError, ConfigError, ModelError } from '../errors.js';
+import { loadModel, type LoadedModel, type ModelManifest, type ThresholdInfo } from '../io/artefact.js';
+import { decodeImage, decodeRaw } from '../io/image.js';
+import { isOnnxRuntimeAvailable, OnnxEngine, type OnnxEngineOptions } from '../io/onnx-engine.js';
+import { initBackend, type BackendName } from '../model/backend.js';
+import { FairDetector, TfjsRestorer, type Detection, type Restorer } from '../model/detector.js';
+import { exportUNetOnnx, UNET_SPATIAL_MULTIPLE } from '../model/onnx-export.js';
+import { resizeLinearU8, u8ToF32 } from '../model/resize.js';
+import { filterChannels, type FairSpec, type ImageF32 } from '../model/types.js';
+import { inferUNetSpec, unetFromTorch } from '../model/weights.js';
+import type { DecodeFn, DecodeOutput } from '../operators/decode.js';
+import type { InspectModel } from '../operators/inspect.js';
+import type { Frame, ModelOutput } from '../streams/frame.js';
+
+/** Restoration engine: `auto` = onnxruntime when `onnxruntime-node` loads, else tfjs. */
+export type EngineChoice = 'auto' | 'tfjs' | 'onnx';
+
+/** What the caller (config, CLI) expects of the model; a mismatch is a `ModelError('model_mismatch')`. */
+export interface ModelExpectation {
+  /** Model input size S (square). */
+  size?: number;
+  /** Network input channels (1 for the FFT high-pass filters, 2 for Sobel). */
+  channels?: number;
+}
+
+export interface LoadInspectModelOptions {
+  /** Model artefact folder (with `model.json`). */
+  dir: string;
+  /** Default `auto`. */
+  engine?: EngineChoice;
+  /**
+   * tfjs backend to initialise first (scoring always runs on tfjs). Omit to keep the backend
+   * that is active (the CLI starts one with `startBackend`, tests pick 'cpu').
+   */
+  backend?: BackendName | 'auto';
+  /** Backend / onnxruntime threads. */
+  threads?: number;
+  /** onnxruntime execution providers in order (default ['cpu']). */
+  executionProviders?: string[];
+  /** Overrides the artefact's calibrated threshold. */
+  threshold?: number;
+  /** Throw `ModelError('no_threshold')` when neither the artefact nor `threshold` gives one (default true). */
+  requireThreshold?: boolean;
+  expect?: ModelExpectation;
+  log?: (msg: string) => void;
+}
+
+/** A loaded model, ready for the inspection graph. Call {@link dispose} when done. */
+export interface RuntimeModel extends InspectModel {
+  /** Artefact id (written into every verdict). */
+  readonly id: string;
+  readonly dir: string;
+  readonly manifest: ModelManifest;
+  readonly spec: FairSpec;
+  /** Model input size S. */
+  readonly size: number;
+  /** `tfjs` or `onnx`. */
+  readonly engine: 'tfjs' | 'onnx';
+  /** Engine detail for logs and `fairline_model_info{engine}`, e.g. `tfjs-wasm`, `onnxruntime-cpu`. */
+  readonly engineName: string;
+  /** tfjs backend used for the high-pass/scoring tensors. */
+  readonly backend: string;
+  /** Effective reject threshold (score >= threshold rejects); undefined only with `requireThreshold: false`. */
+  readonly threshold: number | undefined;
+  /** Where the threshold came from. */
+  readonly thresholdSource: 'override' | 'artefact' | 'none';
+  readonly detector: FairDetector;
+  /** Detect on model-size images (the evaluation path). */
+  detect(images: readonly ImageF32[]): Promise<Detection[]>;
+  inferBatch(images: ImageF32[]): Promise<ModelOutput[]>;
+  dispose(): Promise<void>;
+}
+
+/** onnxruntime as a {@link Restorer}. */
+class OnnxRestorer implements Restorer {
+  readonly engine: string;
+  constructor(private readonly ort: OnnxEngine) {
+    this.engine = `onnxruntime-${ort.executionProvider}`;
+  }
+  restore(input: Float32Array, n: number, size: number, cin: number): Promise<Float32Array> {
+    return this.ort.run(input, n, size, cin);
+  }
+  dispose(): void {
+    void this.ort.dispose();
+  }
+}
+
+/**
+ * Check a manifest's spec for internal consistency, against its weights, and against what the
+ * caller expects.
+ *
+ * @throws ModelError `bad_spec` (size not a multiple of 16, filter/UNet channel disagreement,
+ *   output channels not 3), `model_mismatch` (weights shaped for another UNet than the manifest
+ *   says, or size/channels different from `expect`).
+ */
+export function checkModel(loaded: Pick<LoadedModel, 'dir' | 'manifest' | 'tensors'>, expect: ModelExpectation = {}): void {
+  const { spec } = loaded.manifest;
+  const where = `model ${loaded.dir}`;
+  if (!Number.isInteger(spec.size) || spec.size < UNET_SPATIAL_MULTIPLE || spec.size % UNET_SPATIAL_MULTIPLE !== 0) {
+    throw new ModelError('bad_spec', `${where}: size ${spec.size} is not a positive multiple of ${UNET_SPATIAL_MULTIPLE} (the UNet pools 4 times)`);
+  }
+  const cin = filterChannels(spec.filter.kind);
+  if (spec.unet.inChannels !== cin) {
+    throw new ModelError('bad_spec', `${where}: filter '${spec.filter.kind}' gives ${cin} channel(s) but the UNet takes ${spec.unet.inChannels}`);
+  }
+  if (spec.unet.outChannels !== 3) throw new ModelError('bad_spec', `${where}: the UNet restores ${spec.unet.outChannels} channels, FAIR needs 3 (BGR)`);
+  // The weights decide what the network really is; a hand-edited manifest must not disagree.
+  const fromWeights = inferUNetSpec(loaded.tensors);
+  if (fromWeights.baseWidth !== spec.unet.baseWidth || fromWeights.inChannels !== spec.unet.inChannels || fromWeights.outChannels !== spec.unet.outChannels) {
+    throw new ModelError(
+      'model_mismatch',
+      `${where}: weights are a UNet c=${fromWeights.baseWidth}, in=${fromWeights.inChannels}, out=${fromWeights.outChannels} but model.json says c=${spec.unet.baseWidth}, in=${spec.unet.inChannels}, out=${spec.unet.outChannels}`,
+    );
+  }
+  if (expect.size !== undefined && expect.size !== spec.size) {
+    throw new ModelError('model_mismatch', `${where}: model input size is ${spec.size} but the configuration expects ${expect.size}`);
+  }
+  if (expect.channels !== undefined && expect.channels !== spec.unet.inChannels) {
+    throw new ModelError('model_mismatch', `${where}: model takes ${spec.unet.inChannels} input channel(s) (${spec.filter.kind}) but the configuration expects ${expect.channels}`);
+  }
+}
+
+/**
+ * The threshold to use: an explicit override, else the artefact's calibrated `thresholds.image`.
+ * @throws ConfigError for a non-finite override.
+ */
+export function resolveThreshold(thresholds: ThresholdInfo | undefined, override?: number): { value: number; source: 'override' | 'artefact' } | undefined {
+  if (override !== undefined) {
+    if (!Number.isFinite(override)) throw new ConfigError(`threshold must be a finite number, got ${override}`);
+    return { value: override, source: 'override' };
+  }
+  const t = thresholds?.image;
+  return typeof t === 'number' && Number.isFinite(t) ? { value: t, source: 'artefact' } : undefined;
+}
+
+async function createRestorer(loaded: LoadedModel, opts: LoadInspectModelOptions): Promise<{ restorer: Restorer; engine: 'tfjs' | 'onnx' }> {
+  const want = opts.engine ?? 'auto';
+  const { spec } = loaded.manifest;
+  if (want === 'onnx' || (want === 'auto' && (await isOnnxRuntimeAvailable()))) {
+    try {
+      // NHWC graph with folded BN: fairline's buffers go in and out without a JS transpose.
+      const bytes = exportUNetOnnx(loaded.tensors, spec.unet, { foldBatchNorm: true, layout: 'nhwc' });
+      const eo: OnnxEngineOptions = {};
+      if (opts.threads !== undefined) eo.threads = opts.threads;
+      if (opts.executionProviders) eo.executionProviders = opts.executionProviders;
+      if (opts.log) eo.log = opts.log;
+      const ort = await OnnxEngine.create(bytes, eo);
+      return { restorer: new OnnxRestorer(ort), engine: 'onnx' };
+    } catch (err) {
+      if (want === 'onnx') {
+        throw err instanceof BackendError || err instanceof ModelError ? err : new BackendError('onnx_session', `onnx engine: ${(err as Error).message}`, { cause: err });
+      }
+      opts.log?.(`engine: onnxruntime unavailable (${(err as Error).message.split('\n')[0]}), using tfjs`);
+    }
+  }
+  return { restorer: new TfjsRestorer(unetFromTorch(loaded.tensors, spec.unet)), engine: 'tfjs' };
+}
+
+/**
+ * Load a model artefact for inspection, replay or calibration.
+ *
+ * @example
+ * ```ts
+ * const model = await loadInspectModel({ dir: 'models/hazelnut', engine: 'auto', threshold: cfg.threshold });
+ * frames$.pipe(inspect({ decode: frameDecoder(model.size), model, threshold: model.threshold!, ... }));
+ * await model.dispose();
+ * ```
+ * @throws ModelError `missing` / `checksum` / `bad_manifest` (artefact), `bad_spec` /
+ *   `model_mismatch` ({@link checkModel}), `no_threshold` (no calibrated threshold and no
+ *   override, unless `requireThreshold: false`); BackendError when a forced engine/backend
+ *   cannot start.
+ */
+export async function loadInspectModel(opts: LoadInspectModelOptions): Promise<RuntimeModel> {
+  const loaded = loadModel(opts.dir);
+  checkModel(loaded, opts.expect);
+  const thr = resolveThreshold(loaded.manifest.thresholds, opts.threshold);
+  if (!thr && (opts.requireThreshold ?? true)) {
+    throw new ModelError(
+      'no_threshold',
+      `model ${opts.dir} has no calibrated threshold: run 'fairline calibrate --model ${opts.dir} --normal <good images>' or set 'threshold' in the config`,
+    );
+  }
+  if (opts.backend !== undefined) {
+    const bo: Parameters<typeof initBackend>[0] = { backend: opts.backend };
+    if (opts.threads !== undefined) bo.threads = opts.threads;
+    if (opts.log) bo.log = opts.log;
+    await initBackend(bo);
+  }
+  const { restorer, engine } = await createRestorer(loaded, opts);
+  const spec = loaded.manifest.spec;
+  let detector: FairDetector;
+  try {
+    detector = new FairDetector(spec, restorer);
+  } catch (err) {
+    restorer.dispose();
+    throw new ModelError('bad_spec', `model ${opts.dir}: ${(err as Error).message}`, { cause: err });
+  }
+  let disposed = false;
+  const model: RuntimeModel = {
+    id: loaded.manifest.id,
+    dir: opts.dir,
+    manifest: loaded.manifest,
+    spec,
+    size: spec.size,
+    engine,
+    engineName: restorer.engine,
+    backend: tf.getBackend(),
+    threshold: thr?.value,
+    thresholdSource: thr?.source ?? 'none',
+    detector,
+    detect: (images) => detector.detect(images),
+    async inferBatch(images: ImageF32[]): Promise<ModelOutput[]> {
+      const out = await detector.detect(images);
+      return out.map((d) => ({ score: d.score, map: d.map }));
+    },
+    async dispose(): Promise<void> {
+      if (disposed) return;
+      disposed = true;
+      detector.dispose();
+    },
+  };
+  return model;
+}
+
+/**
+ * The graph's decode step for a model of input size `size`: encoded bytes (PNG, JPEG, ...) are
+ * decoded like `cv2.imread(IMREAD_COLOR)`, raw camera buffers (`rgb`/`bgr`/`gray`) are wrapped
+ * as BGR, then both are resized with OpenCV's INTER_LINEAR and scaled to [0, 1]. For a file this
+ * is exactly `loadModelImage(path, size)`, the evaluation path, so replay scores equal eval scores.
+ *
+ * @example
+ * ```ts
+ * frames$.pipe(inspect({ decode: frameDecoder(256), ... }));
+ * ```
+ */
+export function frameDecoder(size: number): DecodeFn {
+  if (!Number.isInteger(size) || size < 1) throw new ConfigError(`frameDecoder: size must be a positive integer, got ${size}`);
+  return async (f: Frame): Promise<DecodeOutput> => {
+    const p = f.payload;
+    const u8 =
+      p.format === 'encoded'
+        ? await decodeImage(Buffer.from(p.data.buffer, p.data.byteOffset, p.data.byteLength))
+        : decodeRaw(p.data, p.width, p.height, p.format === 'gray' ? 1 : 3, p.format);
+    return { image: u8ToF32(resizeLinearU8(u8, size, size)), sourceWidth: u8.width, sourceHeight: u8.height };
+  };
+}

@@ -1,0 +1,411 @@
+/**
+ * A running inspection station: every configured camera through its own inspection graph
+ * (src/operators/inspect.ts), verdicts to NATS (or JSON lines on stdout), Prometheus metrics,
+ * and a graceful stop.
+ *
+ * Start-up order is chosen so that anything misconfigured fails before a single frame is taken:
+ * model (checksums, spec, threshold) -> metrics port -> verdict sink -> sources.
+ *
+ * Stop (`stop()`, SIGINT, SIGTERM): the sources are completed (not cut), so every frame already
+ * taken flows through decode, its batch and the model and gets its verdict; then the sink is
+ * flushed (NATS: until the server has every verdict, or into the spool) and closed. A second
+ * signal exits at once. A station whose sources all end by themselves (an image folder
+ * without `loop`) stops the same way.
+ */
+import { Subject, takeUntil, type Subscription } from 'rxjs';
+import type { Registry } from 'prom-client';
+import type { CameraConfig, FairlineConfig, NatsConfig } from '../config.js';
+import { ModelError, asFairlineError, type FairlineError } from '../errors.js';
+import { createMetrics, metricsHooks, serveMetrics, type FairlineMetrics, type MetricsServer } from '../metrics.js';
+import { inspect, type InspectHooks } from '../operators/inspect.js';
+import type { Frame } from '../streams/frame.js';
+import { VerdictPublisher, type NatsConnectOptions, type PublisherStats } from '../streams/nats.js';
+import type { Verdict, VerdictKind } from '../verdict.js';
+import { frameDecoder, loadInspectModel, type ModelExpectation, type RuntimeModel } from './model.js';
+import { cameraSource } from './sources.js';
+
+/** Where verdicts go. */
+export interface VerdictSink {
+  readonly kind: string;
+  /** Queue a verdict; must not block. */
+  publish(v: Verdict): void;
+  /** Deliver what is pending (bounded in time), then release resources. */
+  close(): Promise<void>;
+  /** Delivery counters (NATS). */
+  stats?(): PublisherStats;
+}
+
+/** The client options for a config's `nats` section. Env `FAIRLINE_NATS_PASSWORD` overrides `pass` (keeps secrets out of config files). */
+export function natsConnectOptions(n: NatsConfig, name = 'fairline'): NatsConnectOptions {
+  const o: NatsConnectOptions = { servers: n.servers, name };
+  const envPass = process.env.FAIRLINE_NATS_PASSWORD;
+  if (n.user !== undefined) {
+    o.user = n.user;
+    o.pass = envPass !== undefined && envPass !== '' ? envPass : (n.pass ?? '');
+  }
+  if (n.token !== undefined) o.token = n.token;
+  if (n.nkey !== undefined) o.nkeySeed = n.nkey;
+  if (n.credsFile !== undefined) o.credsFile = n.credsFile;
+  if (n.tls) {
+    o.tls = {};
+    if (n.tls.ca !== undefined) o.tls.caFile = n.tls.ca;
+    if (n.tls.cert !== undefined) o.tls.certFile = n.tls.cert;
+    if (n.tls.key !== undefined) o.tls.keyFile = n.tls.key;
+  }
+  return o;
+}
+
+export interface NatsSinkOptions {
+  line: string;
+  nats: NatsConfig;
+  spool: { dir: string; maxBytes: number };
+  /** Connection name shown by the server (default `fairline-<line>`). */
+  name?: string;
+  metrics?: FairlineMetrics;
+  log?: (msg: string) => void;
+  /** How long close() may try to deliver what is pending before leaving it in the spool (default 5000 ms). */
+  closeTimeoutMs?: number;
+}
+
+/**
+ * Verdicts to NATS through {@link VerdictPublisher} (spool while disconnected; JetStream audit
+ * stream when `nats.jetstream.enabled`). Subjects `fairline.<line>.<camera>.verdict` and `.reject`.
+ *
+ * @example
+ * ```ts
+ * const sink = await natsSink({ line: cfg.line, nats: cfg.nats, spool: cfg.spool, log });
+ * verdicts$.subscribe((v) => sink.publish(v));
+ * await sink.close();
+ * ```
+ */
+export async function natsSink(o: NatsSinkOptions): Promise<VerdictSink & { publisher: VerdictPublisher<Verdict> }> {
+  const m = o.metrics;
+  const log = o.log ?? (() => undefined);
+  let publisher: VerdictPublisher<Verdict> | undefined;
+  const depth = (): void => {
+    if (m && publisher) m.spoolDepth.set(publisher.stats().pending);
+  };
+  publisher = await VerdictPublisher.create<Verdict>({
+    line: o.line,
+    nats: natsConnectOptions(o.nats, o.name ?? `fairline-${o.line}`),
+    spool: { dir: o.spool.dir, maxBytes: o.spool.maxBytes },
+    jetstream: o.nats.jetstream.enabled ? { stream: o.nats.jetstream.stream } : false,
+    hooks: {
+      onPublished: depth,
+      onSpooled: depth,
+      onDropped: (n, reason) => {
+        m?.errors.inc({ stage: 'publish', reason }, n);
+        log(`nats: ${n} verdict(s) lost (${reason})`);
+      },
+      onStatus: (s, detail) => log(`nats: ${s}${detail ? ` (${detail})` : ''}`),
+      onError: (err) => log(`nats: ${err.code}: ${err.message}`),
+    },
+  });
+  const pub = publisher;
+  return {
+    kind: 'nats',
+    publisher: pub,
+    publish: (v) => pub.publish(v),
+    stats: () => pub.stats(),
+    async close() {
+      await pub.close(o.closeTimeoutMs ?? 5000);
+      const s = pub.stats();
+      if (s.pending > 0) log(`nats: ${s.pending} verdict(s) left in the spool ${o.spool.dir} for the next start`);
+      depth();
+    },
+  };
+}
+
+/**
+ * Verdicts as JSON lines on a stream (stdout by default), for a station without NATS or for
+ * piping into other tools. close() waits until the stream has taken everything.
+ */
+export function streamSink(stream: NodeJS.WritableStream = process.stdout): VerdictSink {
+  return {
+    kind: 'stdout',
+    publish: (v) => {
+      stream.write(`${JSON.stringify(v)}\n`);
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        // An empty write's callback runs after everything queued before it was handed to the OS.
+        stream.write('', () => resolve());
+      }),
+  };
+}
+
+export interface StationOptions {
+  config: FairlineConfig;
+  /** `nats` (the config's server, default), `stdout` (JSON lines) or any sink. */
+  sink?: 'nats' | 'stdout' | VerdictSink;
+  /** An already loaded model (tests, or a caller that shares it); the station then does not dispose it. */
+  model?: RuntimeModel;
+  /** Checks of the model against the deployment (size, channels). */
+  expect?: ModelExpectation;
+  /** Install SIGINT/SIGTERM handlers that stop gracefully (the CLI does). */
+  handleSignals?: boolean;
+  /** Longest wait for in-flight frames after stop (default 20000 ms; systemd gives 30 s). */
+  drainTimeoutMs?: number;
+  /** Serve metrics even if the config disables them (`false` never serves). Default: the config. */
+  serveMetrics?: boolean;
+  registry?: Registry;
+  log?: (msg: string) => void;
+}
+
+export interface CameraSummary {
+  mode: 'live' | 'replay';
+  frames: number;
+  verdicts: Record<VerdictKind, number>;
+  /** The camera's stream ended with this error (e.g. a bad pipeline). */
+  error?: string;
+}
+
+export interface StationSummary {
+  /** Why the station stopped: `completed` (all sources ended), `stop`, or the signal name. */
+  reason: string;
+  seconds: number;
+  cameras: Record<string, CameraSummary>;
+  /** Frames taken from sources without a verdict (only after a drain timeout). */
+  unfinished: number;
+  /** Publish calls the sink refused. */
+  publishErrors: number;
+  sink: string;
+  published?: PublisherStats;
+  /** True when a camera failed; the CLI exits non-zero then. */
+  failed: boolean;
+}
+
+export interface Station {
+  readonly model: RuntimeModel;
+  readonly metrics: FairlineMetrics;
+  /** `http://127.0.0.1:9464/metrics`, when served. */
+  readonly metricsUrl: string | undefined;
+  readonly sink: VerdictSink;
+  /** Resolves once the station has stopped (sources ended or stop()). */
+  readonly done: Promise<StationSummary>;
+  /** Stop gracefully (idempotent): complete sources, finish in-flight frames, flush the sink. */
+  stop(reason?: string): Promise<StationSummary>;
+}
+
+interface CameraRun {
+  cam: CameraConfig;
+  summary: CameraSummary;
+  sub?: Subscription;
+  ended: Promise<void>;
+  inFlight: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Start a station from a validated config.
+ *
+ * @example
+ * ```ts
+ * const station = await startStation({ config: await loadConfig('station.yaml'), handleSignals: true, log });
+ * const summary = await station.done; // after SIGTERM, or when every source has ended
+ * process.exitCode = summary.failed ? 1 : 0;
+ * ```
+ * @throws ModelError / BackendError (model), ConfigError (metrics port), SinkError / ConfigError
+ *   (NATS options) — all before any source starts.
+ */
+export async function startStation(opts: StationOptions): Promise<Station> {
+  const cfg = opts.config;
+  const log = opts.log ?? (() => undefined);
+  const t0 = performance.now();
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const cleanup = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
+  };
+
+  try {
+    // 1. Model: fails fast on a missing/corrupt artefact, wrong spec or missing threshold.
+    const needThreshold = cfg.threshold === undefined && cfg.cameras.some((c) => c.threshold === undefined);
+    const model =
+      opts.model ??
+      (await loadInspectModel({
+        dir: cfg.model,
+        engine: cfg.engine,
+        backend: cfg.backend,
+        ...(cfg.threshold !== undefined ? { threshold: cfg.threshold } : {}),
+        requireThreshold: needThreshold,
+        ...(opts.expect ? { expect: opts.expect } : {}),
+        log,
+      }));
+    if (!opts.model) cleanups.push(() => model.dispose());
+    log(`model ${model.id}: ${model.size}px, engine ${model.engineName}, backend ${model.backend}, threshold ${model.threshold ?? '(per camera)'} (${model.thresholdSource})`);
+
+    // 2. Metrics.
+    const metrics = createMetrics(opts.registry, { defaultLabels: { line: cfg.line, station: cfg.station } });
+    metrics.modelInfo.set({ model: model.id, backend: model.backend, engine: model.engineName }, 1);
+    let server: MetricsServer | undefined;
+    if (opts.serveMetrics ?? cfg.metrics.enabled) {
+      server = await serveMetrics(metrics, { host: cfg.metrics.host, port: cfg.metrics.port });
+      cleanups.push(() => server!.close());
+      log(`metrics: ${server.url}`);
+    }
+
+    // 3. Sink.
+    let sink: VerdictSink;
+    if (typeof opts.sink === 'object') sink = opts.sink;
+    else if (opts.sink === 'stdout') sink = streamSink();
+    else {
+      sink = await natsSink({ line: cfg.line, nats: cfg.nats, spool: cfg.spool, name: `fairline-${cfg.line}-${cfg.station}`, metrics, log });
+      log(`verdicts: NATS ${cfg.nats.servers.join(',')} fairline.${cfg.line}.<camera>.verdict${cfg.nats.jetstream.enabled ? ` (JetStream ${cfg.nats.jetstream.stream})` : ''}`);
+    }
+    const sinkToClose = sink;
+    cleanups.push(() => sinkToClose.close());
+
+    // 4. Sources and graphs.
+    const stop$ = new Subject<void>();
+    const decode = frameDecoder(model.size);
+    const mh = metricsHooks(metrics);
+    let publishErrors = 0;
+    const runs: CameraRun[] = [];
+    let stopping: Promise<StationSummary> | undefined;
+    let resolveDone!: (s: StationSummary) => void;
+    const done = new Promise<StationSummary>((r) => (resolveDone = r));
+
+    for (const cam of cfg.cameras) {
+      const summary: CameraSummary = { mode: cam.mode, frames: 0, verdicts: { pass: 0, reject: 0, error: 0 } };
+      const ack$ = new Subject<void>();
+      const threshold = cam.threshold ?? cfg.threshold ?? model.threshold;
+      if (threshold === undefined) throw new ModelError('no_threshold', `camera ${cam.id}: no threshold (model ${model.id} is not calibrated and the config sets none)`);
+      const run: CameraRun = { cam, summary, inFlight: 0, ended: Promise.resolve() };
+      const hooks: InspectHooks = {
+        ...mh,
+        onFrame: (f: Frame) => {
+          summary.frames++;
+          run.inFlight++;
+          mh.onFrame?.(f);
+        },
+      };
+      const frames$ = cameraSource(cam, {
+        ack$,
+        window: 2 * cfg.batch.maxSize + 2,
+        hooks: {
+          onUp: (c) => {
+            metrics.sourceUp.set({ camera: c }, 1);
+            log(`camera ${c}: up`);
+          },
+          onDown: (c, err) => {
+            metrics.sourceUp.set({ camera: c }, 0);
+            log(`camera ${c}: down${err ? ` (${(err as Error).message})` : ''}`);
+          },
+          onReconnect: (c, attempt, delay) => {
+            metrics.sourceReconnects.inc({ camera: c });
+            log(`camera ${c}: reconnect attempt ${attempt} in ${delay} ms`);
+          },
+          onDrop: (c, n) => metrics.framesDropped.inc({ camera: c, reason: 'source' }, n),
+        },
+      });
+      const graph = inspect({
+        decode,
+        model,
+        threshold,
+        context: { line: cfg.line, station: cfg.station },
+        batch: cfg.batch,
+        mode: cam.mode,
+        queueLimit: cfg.queueLimit,
+        deadline: cam.mode === 'live' ? { deadlineMs: cam.deadlineMs ?? cfg.deadlineMs, verdict: cfg.failSafe } : false,
+        hooks,
+      });
+      run.ended = new Promise<void>((resolve) => {
+        run.sub = frames$.pipe(takeUntil(stop$), graph).subscribe({
+          next: (v) => {
+            summary.verdicts[v.verdict]++;
+            if (!v.late) {
+              run.inFlight--;
+              ack$.next();
+            }
+            try {
+              sink.publish(v);
+            } catch (err) {
+              publishErrors++;
+              const e = asFairlineError(err);
+              metrics.errors.inc({ stage: 'publish', reason: e.code });
+              log(`publish ${v.camera}#${v.seq}: ${e.message}`);
+            }
+          },
+          error: (err: unknown) => {
+            const e: FairlineError = asFairlineError(err);
+            summary.error = `${e.code}: ${e.message}`;
+            metrics.sourceUp.set({ camera: cam.id }, 0);
+            log(`camera ${cam.id}: stopped with ${e.name} [${e.code}]: ${e.message}`);
+            resolve();
+          },
+          complete: () => {
+            metrics.sourceUp.set({ camera: cam.id }, 0);
+            resolve();
+          },
+        });
+      });
+      runs.push(run);
+    }
+
+    const finish = async (reason: string): Promise<StationSummary> => {
+      stop$.next();
+      stop$.complete();
+      const drainMs = opts.drainTimeoutMs ?? 20000;
+      const drained = await Promise.race([Promise.all(runs.map((r) => r.ended)).then(() => true), sleep(drainMs).then(() => false)]);
+      let unfinished = 0;
+      if (!drained) {
+        for (const r of runs) {
+          unfinished += Math.max(0, r.inFlight);
+          r.sub?.unsubscribe();
+        }
+        log(`stop: ${unfinished} frame(s) still in flight after ${drainMs} ms, abandoned`);
+      }
+      uninstall();
+      await cleanup();
+      const out: StationSummary = {
+        reason,
+        seconds: (performance.now() - t0) / 1000,
+        cameras: Object.fromEntries(runs.map((r) => [r.cam.id, r.summary])),
+        unfinished,
+        publishErrors,
+        sink: sink.kind,
+        failed: runs.some((r) => r.summary.error !== undefined),
+      };
+      const st = sink.stats?.();
+      if (st) out.published = st;
+      resolveDone(out);
+      return out;
+    };
+    const stop = (reason = 'stop'): Promise<StationSummary> => {
+      stopping ??= (async () => {
+        log(`stopping (${reason}): finishing frames in flight`);
+        return finish(reason);
+      })();
+      return stopping;
+    };
+
+    // All sources ended by themselves (finite folders / counts): stop the same way.
+    void Promise.all(runs.map((r) => r.ended)).then(() => {
+      if (!stopping) stopping = finish('completed');
+    });
+
+    const onSignal = (sig: NodeJS.Signals): void => {
+      if (stopping) {
+        log(`${sig} again: exiting without waiting`);
+        process.exit(130);
+      }
+      void stop(sig);
+    };
+    const uninstall = (): void => {
+      if (!opts.handleSignals) return;
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    };
+    if (opts.handleSignals) {
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+    }
+    log(`station ${cfg.line}/${cfg.station}: ${cfg.cameras.length} camera(s) started (${cfg.cameras.map((c) => `${c.id}:${c.source.type}/${c.mode}`).join(', ')})`);
+
+    return { model, metrics, metricsUrl: server?.url, sink, done, stop };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
