@@ -22,6 +22,7 @@ import {
   type RawFrame,
 } from '../src/streams/gstreamer.js';
 import { freePort } from './fixtures/nats-server.js';
+import { REPO_ROOT } from './helpers.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -259,6 +260,29 @@ describe('streams/gstreamer', function () {
     const t0 = Date.now();
     await Promise.all(Array.from({ length: 8 }, () => readFile(avi)));
     assert.ok(Date.now() - t0 < 500, `8 parallel readFile took ${Date.now() - t0} ms`);
+  });
+
+  it('a pipeline stopped before its bus thread started still lets the process exit', function () {
+    // Regression: with every libuv thread busy, pollBus's work item starts only after stop();
+    // GStreamer's default auto-flush-bus then dropped the state-change messages, the bus thread
+    // blocked forever in gst_bus_timed_pop, and process.exit() hung joining it.
+    const script = `
+      import { pbkdf2 } from 'node:crypto';
+      import { GstSource } from ${JSON.stringify(join(REPO_ROOT, 'src/streams/gstreamer.ts'))};
+      let busy = 4;
+      for (let i = 0; i < 4; i++) pbkdf2('x', 'y', 100000, 32, 'sha512', () => busy--);
+      const sub = GstSource.testPattern({ sourceId: 'x' }).frames$().subscribe();
+      sub.unsubscribe();
+      const t = setInterval(() => { if (busy === 0) { clearInterval(t); setTimeout(() => process.exit(0), 200); } }, 10);
+    `;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      timeout: 20000,
+      env: { ...process.env, UV_THREADPOOL_SIZE: '4' },
+    });
+    assert.equal(r.signal, null, `child hung and was killed (${r.signal})`);
+    assert.equal(r.status, 0, r.stderr);
   });
 
   describe('withReconnect', function () {

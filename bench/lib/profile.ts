@@ -3,11 +3,20 @@
  * per kernel name, total wall time and share of the step. On wasm the backend timer is wall time
  * around each kernel call, and composite fairline kernels (src/model/wasm/kernels.ts) count as
  * one kernel; time between kernels (JS glue, tape bookkeeping) shows up as `unaccounted`.
- * Rows named `*__op` are custom-gradient wrappers whose inner kernels are listed too.
+ * Rows named `*__op` or `unnamed scope` are custom-gradient wrappers whose inner kernels are
+ * listed too (see `isWrapper`).
  */
 import * as tf from '@tensorflow/tfjs';
 import { createUNet } from '../../src/model/unet.js';
 import { Trainer } from '../../src/model/train.js';
+
+/**
+ * `fusedConv2d__op` and friends, and `unnamed scope` (a `tf.customGrad` op such as the UNet's
+ * fused BN + ReLU), wrap kernels that are listed themselves: show them, count their time once.
+ */
+function isWrapper(name: string): boolean {
+  return name.endsWith('__op') || name === 'unnamed scope';
+}
 
 export interface KernelRow {
   name: string;
@@ -48,9 +57,7 @@ export async function profileTrainingStep(cfg: { width: number; size: number; ba
     let total = 0;
     for (const k of info.kernels) {
       const ms = Number(await k.kernelTimeMs) || 0;
-      // `fusedConv2d__op` and friends are custom-gradient wrappers around kernels that are
-      // listed themselves: show them, but do not count their time twice.
-      if (!k.name.endsWith('__op')) total += ms;
+      if (!isWrapper(k.name)) total += ms;
       const r = by.get(k.name) ?? { calls: 0, ms: 0 };
       r.calls += 1;
       r.ms += ms;
