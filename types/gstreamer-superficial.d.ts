@@ -55,7 +55,13 @@ declare module 'gstreamer-superficial' {
      * the NULL state, and each pending poll holds one libuv threadpool thread.
      */
     pollBus(cb: (msg: BusMessage) => void): void;
-    autoFlushBus: boolean;
+    /**
+     * GstPipeline properties (accessors on the prototype). Note the dashed name: there is no
+     * `autoFlushBus`. With `true` (GStreamer's default) going to NULL flushes the bus.
+     */
+    'auto-flush-bus': boolean;
+    delay: number;
+    latency: number;
   }
   const gst: { Pipeline: typeof Pipeline };
   export default gst;

@@ -202,14 +202,25 @@ function validateManifest(m: unknown, path: string): asserts m is ModelManifest 
   if (w!.file.includes('/') || w!.file.includes('\\') || w!.file.startsWith('.')) bad(`weights file name ${JSON.stringify(w!.file)} must be a plain file name in the model folder`);
 }
 
+/**
+ * JSON.parse reviver: a manifest never has `__proto__`, `constructor` or `prototype` keys. Such a
+ * key is an attack or a broken tool, and as a tensor name `out[name] = ...` would re-point the
+ * tensor table's prototype; refused even when the file's checksum is valid (test/faults/access.test.ts).
+ */
+function rejectPrototypeKeys(key: string, value: unknown): unknown {
+  if (key === '__proto__' || key === 'constructor' || key === 'prototype') throw new ModelError('bad_manifest', `forbidden key ${JSON.stringify(key)} in the manifest`);
+  return value;
+}
+
 /** Read just the manifest (verifying its checksum). */
 export function readManifest(dir: string): ModelManifest {
   const path = join(dir, 'model.json');
   if (!existsSync(path)) throw new ModelError('missing', `no model at ${dir}: ${path} not found (train one with 'fairline train' or import one with 'fairline import')`);
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
+    parsed = JSON.parse(readFileSync(path, 'utf8'), rejectPrototypeKeys);
   } catch (err) {
+    if (err instanceof ModelError) throw new ModelError(err.code, `${path}: ${err.message}`, { cause: err });
     throw new ModelError('bad_manifest', `${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
   validateManifest(parsed, path);

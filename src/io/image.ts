@@ -19,8 +19,14 @@ import type { ImageF32, ImageU8 } from '../model/types.js';
 // Decoded pixels are used once; libvips' operation cache would only hold memory.
 sharp.cache(false);
 
-/** Largest accepted input in pixels (sharp's default, 0x3FFF squared). */
-const MAX_PIXELS = 268_402_689;
+/**
+ * Largest accepted input in pixels: 64 Mi px (8192 x 8192, above an 8K or 48 MP camera frame).
+ * JPEG has no checksum: a corrupt SOF header claiming 16000 x 16000 over a few KB of data decodes
+ * "fine" (libjpeg only warns and fills gray) and, at sharp's default limit (16383^2), cost 5.7 s
+ * and 1.6 GB RSS for one frame here (test/faults/fuzz.test.ts). This bound keeps one decode under
+ * ~200 MB; raise it for larger sensors.
+ */
+const MAX_PIXELS = 8192 * 8192;
 
 /** A short name for error messages: the file's base name, or `<buffer>`. */
 function nameOf(input: string | Buffer): string {

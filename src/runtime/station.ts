@@ -20,7 +20,7 @@ import { createMetrics, metricsHooks, serveMetrics, type FairlineMetrics, type M
 import { inspect, type InspectHooks } from '../operators/inspect.js';
 import type { Frame } from '../streams/frame.js';
 import { VerdictPublisher, type NatsConnectOptions, type PublisherStats } from '../streams/nats.js';
-import type { Verdict, VerdictKind } from '../verdict.js';
+import { gateRejects, type Verdict, type VerdictKind } from '../verdict.js';
 import { frameDecoder, loadInspectModel, type ModelExpectation, type RuntimeModel } from './model.js';
 import { cameraSource } from './sources.js';
 
@@ -57,6 +57,8 @@ export function natsConnectOptions(n: NatsConfig, name = 'fairline'): NatsConnec
 
 export interface NatsSinkOptions {
   line: string;
+  /** The station's fail-safe: with 'reject', error verdicts also go to the reject subject (default 'reject'). */
+  failSafe?: 'reject' | 'pass';
   nats: NatsConfig;
   spool: { dir: string; maxBytes: number };
   /** Connection name shown by the server (default `fairline-<line>`). */
@@ -73,7 +75,7 @@ export interface NatsSinkOptions {
  *
  * @example
  * ```ts
- * const sink = await natsSink({ line: cfg.line, nats: cfg.nats, spool: cfg.spool, log });
+ * const sink = await natsSink({ line: cfg.line, failSafe: cfg.failSafe, nats: cfg.nats, spool: cfg.spool, log });
  * verdicts$.subscribe((v) => sink.publish(v));
  * await sink.close();
  * ```
@@ -90,6 +92,7 @@ export async function natsSink(o: NatsSinkOptions): Promise<VerdictSink & { publ
     nats: natsConnectOptions(o.nats, o.name ?? `fairline-${o.line}`),
     spool: { dir: o.spool.dir, maxBytes: o.spool.maxBytes },
     jetstream: o.nats.jetstream.enabled ? { stream: o.nats.jetstream.stream } : false,
+    isReject: (v) => gateRejects(v, o.failSafe ?? 'reject'),
     hooks: {
       onPublished: depth,
       onSpooled: depth,
@@ -250,7 +253,7 @@ export async function startStation(opts: StationOptions): Promise<Station> {
     if (typeof opts.sink === 'object') sink = opts.sink;
     else if (opts.sink === 'stdout') sink = streamSink();
     else {
-      sink = await natsSink({ line: cfg.line, nats: cfg.nats, spool: cfg.spool, name: `fairline-${cfg.line}-${cfg.station}`, metrics, log });
+      sink = await natsSink({ line: cfg.line, failSafe: cfg.failSafe, nats: cfg.nats, spool: cfg.spool, name: `fairline-${cfg.line}-${cfg.station}`, metrics, log });
       log(`verdicts: NATS ${cfg.nats.servers.join(',')} fairline.${cfg.line}.<camera>.verdict${cfg.nats.jetstream.enabled ? ` (JetStream ${cfg.nats.jetstream.stream})` : ''}`);
     }
     const sinkToClose = sink;

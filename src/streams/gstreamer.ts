@@ -19,6 +19,8 @@
  *   with a {@link SourceError}. A watchdog errors with code `stalled` when no frame arrives.
  * - **Threadpool.** Every pending `pull()` and the (single) `pollBus()` wait each hold one libuv
  *   threadpool thread for as long as they block. See {@link recommendedThreadpoolSize}.
+ * - **Bus thread at exit.** Pipelines run with `auto-flush-bus=false`, so stopping always leaves a
+ *   message that wakes (and ends) the bus wait, even when that wait starts after the stop.
  * - **Pipelines are never freed** by the binding (about +0.5 MB RSS each); every subscription
  *   creates one, so prefer long-lived subscriptions over many short ones.
  */
@@ -289,6 +291,7 @@ export class GstSource {
     positiveInt('fps', fps);
     positiveInt('numBuffers', options.numBuffers);
     const live = options.live ?? true;
+    if (options.pattern !== undefined && !/^[a-z0-9-]+$/i.test(options.pattern)) throw new ConfigError(`bad videotestsrc pattern ${JSON.stringify(options.pattern)}`);
     const nb = options.numBuffers !== undefined ? ` num-buffers=${options.numBuffers}` : '';
     const w = options.width ?? 64;
     const h = options.height ?? 64;
@@ -319,6 +322,11 @@ export class GstSource {
         );
         return;
       }
+      // Keep state-change messages on the bus when going to NULL. With the default
+      // auto-flush-bus, a pollBus work item that starts only after stop() (all libuv threads were
+      // busy) finds an empty bus, blocks in gst_bus_timed_pop forever, and process.exit() then
+      // hangs joining that thread (reproduced in test/gstreamer.test.ts).
+      pipeline['auto-flush-bus'] = false;
       const sinkEl = pipeline.findChild('sink');
       if (!sinkEl || typeof (sinkEl as Partial<AppSink>).pull !== 'function') {
         pipeline.stop();

@@ -118,6 +118,11 @@ export interface VerdictPublisherOptions<V extends PublishableVerdict = Publisha
   /** Pause after a failed send while the connection looks up (default 500 ms). */
   retryDelayMs?: number;
   hooks?: VerdictPublisherHooks<V>;
+  /**
+   * Which verdicts also go to the reject gate subject. Default: `verdict === 'reject'`; a station
+   * passes `gateRejects(v, failSafe)` so error verdicts reach the gate when the fail-safe is reject.
+   */
+  isReject?: (v: V) => boolean;
 }
 
 export interface PublisherStats {
@@ -239,6 +244,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  */
 export class VerdictPublisher<V extends PublishableVerdict = PublishableVerdict> {
   readonly line: string;
+  private readonly isReject: (v: V) => boolean;
   private readonly opts: VerdictPublisherOptions<V>;
   private readonly hooks: VerdictPublisherHooks<V>;
   private readonly spool: Spool<V>;
@@ -271,6 +277,7 @@ export class VerdictPublisher<V extends PublishableVerdict = PublishableVerdict>
     if (!TOKEN.test(options.line ?? '')) throw new ConfigError(`line must match ${TOKEN}, got ${JSON.stringify(options.line)}`);
     this.opts = options;
     this.line = options.line;
+    this.isReject = options.isReject ?? ((v) => v.verdict === 'reject');
     this.hooks = options.hooks ?? {};
     this.ackTimeoutMs = options.ackTimeoutMs ?? 5000;
     this.batchSize = options.batchSize ?? 64;
@@ -556,12 +563,12 @@ export class VerdictPublisher<V extends PublishableVerdict = PublishableVerdict>
     if (this.jsc) {
       const id = verdictMsgId(v);
       await this.jsc.publish(verdictSubject(this.line, v.camera), data, { msgID: id, timeout: this.ackTimeoutMs });
-      if (v.verdict === 'reject') {
+      if (this.isReject(v)) {
         await this.jsc.publish(rejectSubject(this.line, v.camera), data, { msgID: `${id}:reject`, timeout: this.ackTimeoutMs });
       }
     } else {
       nc.publish(verdictSubject(this.line, v.camera), data);
-      if (v.verdict === 'reject') nc.publish(rejectSubject(this.line, v.camera), data);
+      if (this.isReject(v)) nc.publish(rejectSubject(this.line, v.camera), data);
     }
   }
 
