@@ -9,21 +9,17 @@
  *   node --import tsx bench/aupro.ts [images=200] [size=256]
  */
 import { aupro, pixelAuroc } from '../src/eval/metrics.js';
+import { createRng } from '../src/model/synthesis/rng.js';
+
+/** Seeded uniform [0, 1) generator (the project's RNG). */
+const rng = (seed: number): (() => number) => {
+  const g = createRng(seed);
+  return () => g.uniform();
+};
 
 const images = Number(process.argv[2] ?? 200);
 const size = Number(process.argv[3] ?? 256);
 
-/** mulberry32: small seedable PRNG so runs are comparable. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function synthesise(): { maps: Float32Array[]; masks: Float32Array[] } {
   const r = rng(2024);

@@ -2,17 +2,14 @@ import assert from 'node:assert/strict';
 import { expectClose, golden, goldenValue } from './helpers.js';
 import { aupro, f1Max, imageAuroc, label8, pixelAuroc, proCurve, rocCurve, tprAtFpr, trapezoid } from '../src/eval/metrics.js';
 import { BadInputError, ConfigError } from '../src/errors.js';
+import { createRng } from '../src/model/synthesis/rng.js';
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 1831565813) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform [0, 1) generator (the project's RNG). */
+const rng = (seed: number): (() => number) => {
+  const g = createRng(seed);
+  return () => g.uniform();
+};
+
 
 function bruteAuc(scores: ArrayLike<number>, labels: ArrayLike<number>): number {
   let acc = 0, np = 0, nn = 0;

@@ -16,6 +16,13 @@ import * as tf from '@tensorflow/tfjs';
 import { unetFromTorch, unetToTorch } from '../src/model/weights.js';
 import type { UNetSpec } from '../src/model/types.js';
 import { GOLDEN_DIR, expectArraysClose, expectArraysCloseRel, golden, nchwToNhwc } from './helpers.js';
+import { createRng } from '../src/model/synthesis/rng.js';
+
+/** Seeded uniform [0, 1) generator (the project's RNG). */
+const rng = (seed: number): (() => number) => {
+  const g = createRng(seed);
+  return () => g.uniform();
+};
 
 const { onnx } = onnxPkg;
 
@@ -35,17 +42,6 @@ function loadGoldenWeights(): { tensors: TorchTensors; spec: UNetSpec } {
   return { tensors, spec: { baseWidth: meta.base_width, inChannels: meta.in_channels, outChannels: meta.out_channels } };
 }
 
-/** mulberry32: small seedable PRNG for reproducible random weights. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Random weights with non-trivial BN statistics (so folding and eval-mode BN are exercised). */
 function randomTensors(spec: UNetSpec, seed: number): TorchTensors {

@@ -140,7 +140,7 @@ describe('Trainer (Adam + MultiStepLR + micro-batching)', () => {
         if (cancelled.has(k)) {
           for (const v of [...g.dataSync(), ...gb.grads.get(k)!.dataSync()]) assert.ok(Math.abs(v) < 1e-5, `${k} ~ 0`);
         } else {
-          expectArraysCloseRel(gb.grads.get(k)!.dataSync(), g.dataSync(), 1e-4, `grad ${k}`);
+          expectArraysCloseRel(gb.grads.get(k)!.dataSync(), g.dataSync(), 1e-3, `grad ${k}` /* BN backward: cancelling float32 sums in another order (3 vs 2+1); a wrong weighting is off by ~30% */);
         }
       }
       // What step() does next: one running-stat update from the (pooled) statistics.

@@ -89,7 +89,8 @@ function manifestDigest(m: ModelManifest): string {
   return sha256(JSON.stringify(rest));
 }
 
-function writeFileDurable(path: string, data: Uint8Array | string): void {
+/** Write a file and fsync it (the rename that publishes it is only as durable as its content). */
+export function writeFileDurable(path: string, data: Uint8Array | string): void {
   writeFileSync(path, data);
   const fd = openSync(path, 'r');
   try {
@@ -97,6 +98,22 @@ function writeFileDurable(path: string, data: Uint8Array | string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Write `bytes` as `<prefix>-<sha256[:16]>.f32` in `dir` (tmp + fsync + rename), unless that file
+ * is already there. Content naming makes a half-written file impossible to mistake for a good one.
+ */
+export function writeContentNamed(dir: string, prefix: string, bytes: Uint8Array): { file: string; sha256: string } {
+  const digest = sha256(bytes);
+  const file = `${prefix}-${digest.slice(0, 16)}.f32`;
+  const path = join(dir, file);
+  if (!existsSync(path)) {
+    const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+    writeFileDurable(tmp, bytes);
+    renameSync(tmp, path);
+  }
+  return { file, sha256: digest };
 }
 
 /** Pack a tensor table into one float32 buffer plus its index (sorted names for stable bytes). */
@@ -150,8 +167,7 @@ export interface SaveModelOptions {
 export function saveModel(dir: string, opts: SaveModelOptions): ModelManifest {
   mkdirSync(dir, { recursive: true });
   const { bytes, index } = packTensors(opts.tensors);
-  const weightsSha = sha256(bytes);
-  const weightsFile = `weights-${weightsSha.slice(0, 16)}.f32`;
+  const { file: weightsFile, sha256: weightsSha } = writeContentNamed(dir, 'weights', bytes);
   const manifest: ModelManifest = {
     format: MODEL_FORMAT,
     id: modelId(opts.idPrefix ?? '', weightsSha),
@@ -163,12 +179,6 @@ export function saveModel(dir: string, opts: SaveModelOptions): ModelManifest {
     ...(opts.trainScoreStats ? { trainScoreStats: opts.trainScoreStats } : {}),
     ...(opts.training ? { training: opts.training } : {}),
   };
-  const weightsPath = join(dir, weightsFile);
-  if (!existsSync(weightsPath)) {
-    const tmp = `${weightsPath}.${randomBytes(4).toString('hex')}.tmp`;
-    writeFileDurable(tmp, bytes);
-    renameSync(tmp, weightsPath);
-  }
   writeManifest(dir, manifest);
   // Old weights files are garbage once the new manifest is in place.
   for (const f of readdirSync(dir)) {

@@ -19,6 +19,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { BadInputError, ModelError } from '../errors.js';
 import type { UNetSpec } from './types.js';
+import { createRng } from './synthesis/rng.js';
 
 /** BatchNorm epsilon of `nn.BatchNorm2d` (TF.js defaults to 1e-3). */
 export const BN_EPS = 1e-5;
@@ -340,17 +341,6 @@ export class UNet {
   }
 }
 
-/** mulberry32: small, fast, seedable; quality is ample for weight init. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * A fresh UNet with the reference initialisation (`train.py:16-22` + PyTorch defaults):
@@ -364,7 +354,8 @@ function mulberry32(seed: number): () => number {
  */
 export function createUNet(spec: UNetSpec, seed = 0): UNet {
   validateSpec(spec);
-  const rand = mulberry32(seed);
+  const gen = createRng(`unet-init:${seed}`);
+  const rand = (): number => gen.uniform();
   const normal = (): number => {
     // Box-Muller; 1 - u keeps log() away from 0.
     const u = 1 - rand();

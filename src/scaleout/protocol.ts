@@ -264,12 +264,14 @@ export interface ScaleoutStreamOptions {
   verdictsStream?: string;
   /** Default `file`. */
   storage?: 'file' | 'memory';
-  /**
-   * Duplicate window of both streams (default 2 min). For the verdict stream it must be longer
-   * than the time from a frame's first delivery to its last redelivery (about ack wait x max
-   * deliver), or a redelivered frame could get a second verdict.
-   */
+  /** Duplicate window of the frames stream: ingest's retries and re-runs (default 2 min). */
   duplicateWindowMs?: number;
+  /**
+   * Duplicate window of the verdict stream (default 10 min). It must be longer than the time
+   * from a frame's first delivery to its last redelivery (ack wait x max deliver; the worker
+   * checks), or a redelivered frame could get a second verdict.
+   */
+  verdictsDuplicateWindowMs?: number;
   /** Drop frames no worker took within this time (default 24 h; 0 = keep). */
   framesMaxAgeMs?: number;
   /** Bound of the frames stream in bytes; beyond it ingest's publishes fail (default unbounded). */
@@ -279,6 +281,7 @@ export interface ScaleoutStreamOptions {
 }
 
 export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
+export const DEFAULT_VERDICTS_DUPLICATE_WINDOW_MS = 600_000;
 
 function isNotFound(err: unknown, code: number): boolean {
   return err instanceof JetStreamApiError && err.code === code;
@@ -338,7 +341,7 @@ export async function ensureVerdictsStream(jsm: JetStreamManager, line: string, 
     subjects: [`fairline.verdicts.${line}.>`],
     retention: RetentionPolicy.Limits,
     storage: o.storage === 'memory' ? StorageType.Memory : StorageType.File,
-    duplicate_window: nanos(o.duplicateWindowMs ?? DEFAULT_DUPLICATE_WINDOW_MS),
+    duplicate_window: nanos(o.verdictsDuplicateWindowMs ?? DEFAULT_VERDICTS_DUPLICATE_WINDOW_MS),
     max_age: nanos(o.verdictsMaxAgeMs ?? 7 * 24 * 3600 * 1000),
   });
 }

@@ -43,7 +43,6 @@ import type { Frame } from '../streams/frame.js';
 import { natsConnectionOptions, verdictMsgId, type NatsConnectOptions } from '../streams/nats.js';
 import { gateRejects, rejectSubject, verdictSubject, type Verdict } from '../verdict.js';
 import {
-  DEFAULT_DUPLICATE_WINDOW_MS,
   MSG_ID_HEADER,
   VERDICT_HEADERS,
   auditSubject,
@@ -149,8 +148,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export class ScaleoutWorker {
   readonly name: string;
   readonly line: string;
-  /** Resolves when the fetch loop has ended (after {@link stop}). */
-  readonly done: Promise<void>;
+  private loop: Promise<void> = Promise.resolve();
   private readonly o: WorkerOptions;
   private readonly nc: NatsConnection;
   private readonly js: JetStreamClient;
@@ -199,7 +197,11 @@ export class ScaleoutWorker {
       batch: { maxSize: this.batch, maxWaitMs: Infinity },
       mode: 'replay',
     };
-    this.done = this.run();
+  }
+
+  /** Resolves when the fetch loop has ended (after {@link stop}). */
+  get done(): Promise<void> {
+    return this.loop;
   }
 
   /**
@@ -232,10 +234,10 @@ export class ScaleoutWorker {
       const vs = await ensureVerdictsStream(jsm, o.line, o.streams);
       // The audit stream only deduplicates within its window: a redelivery after it would store
       // a second verdict for the frame.
-      const windowMs = (vs.config.duplicate_window ?? nanosOf(DEFAULT_DUPLICATE_WINDOW_MS)) / 1e6;
+      const windowMs = vs.config.duplicate_window / 1e6;
       if (windowMs <= ackWaitMs * maxDeliver) {
         throw new ConfigError(
-          `verdict stream ${vs.config.name}: duplicate window ${windowMs} ms must exceed ack wait x max deliver = ${ackWaitMs * maxDeliver} ms, or a redelivered frame could get a second verdict`,
+          `verdict stream ${vs.config.name}: duplicate window ${windowMs} ms must exceed ack wait x max deliver = ${ackWaitMs * maxDeliver} ms, or a redelivered frame could get a second verdict; lower --ack-wait/--max-deliver or raise the stream's duplicate_window`,
         );
       }
       const ci = await ensureWorkerConsumer(jsm, o.line, { ...o.consumer, framesStream: o.consumer?.framesStream ?? o.streams?.framesStream });
@@ -252,6 +254,8 @@ export class ScaleoutWorker {
       });
       await nc.flush();
       o.hooks?.onReady?.({ name, stream: ci.stream_name, durable: ci.name });
+      // Fetch only now: the dead-letter subscription is in place and `w` is the caller's.
+      w.loop = w.run();
       return w;
     } catch (err) {
       await nc.close().catch(() => undefined);
@@ -285,8 +289,6 @@ export class ScaleoutWorker {
   }
 
   private async run(): Promise<void> {
-    // Let the constructor finish before the first await touches `this`.
-    await Promise.resolve();
     while (!this.stopping) {
       let msgs: JsMsg[];
       try {
@@ -348,9 +350,13 @@ export class ScaleoutWorker {
         try {
           frame = decodeFrameMessage(m);
         } catch (err) {
-          // No identity -> no verdict possible; retrying cannot help.
+          // No identity -> no verdict possible; retrying cannot help. `term` stops redelivery
+          // (and emits the server's MSG_TERMINATED advisory) but a WorkQueue stream keeps a
+          // terminated message, so it is deleted as well.
           m.term(asFairlineError(err).message.slice(0, 200));
           open.delete(m);
+          const seq = m.info.streamSequence;
+          this.track(this.jsm.streams.deleteMessage(m.info.stream, seq).then(() => undefined));
           this.counts.terminated++;
           this.o.hooks?.onError?.(asFairlineError(err));
           continue;
@@ -472,8 +478,4 @@ export class ScaleoutWorker {
     this.counts.deadLetters++;
     this.o.hooks?.onDeadLetter?.(seq, deliveries);
   }
-}
-
-function nanosOf(ms: number): number {
-  return ms * 1e6;
 }

@@ -98,9 +98,10 @@ export function frameKey(frame: Pick<Frame, 'sourceId' | 'seq'>): string {
   return `${frame.sourceId}\u0000${frame.seq}`;
 }
 
-/** Bytes per pixel of a raw format (undefined for encoded). */
+/** Bytes per pixel of a raw format (undefined for encoded and unknown formats). */
 export function bytesPerPixel(format: PixelFormat): number | undefined {
-  return format === 'gray' ? 1 : format === 'encoded' ? undefined : 3;
+  // Explicit: an unknown format string (a misconfigured source, 'yuv', 'rgba') must not pass as 3 bytes/pixel.
+  return format === 'gray' ? 1 : format === 'rgb' || format === 'bgr' ? 3 : undefined;
 }
 
 /**

@@ -5,10 +5,10 @@
  * any instant (even kill -9) resumes from the last complete checkpoint.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ModelError } from '../errors.js';
-import { packTensors, unpackTensors, type TensorEntry, type TensorTable } from '../io/artefact.js';
+import { packTensors, unpackTensors, writeContentNamed, writeFileDurable, type TensorEntry, type TensorTable } from '../io/artefact.js';
 import type { FairSpec } from '../model/types.js';
 
 export const CHECKPOINT_FORMAT = 'fairline.checkpoint/v1';
@@ -45,27 +45,9 @@ interface CheckpointJson extends CheckpointState {
   optimizer: FileRef;
 }
 
-function durableWrite(path: string, data: Uint8Array | string): void {
-  writeFileSync(path, data);
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 function writeTensorFile(dir: string, prefix: string, tensors: TensorTable): FileRef {
   const { bytes, index } = packTensors(tensors);
-  const sha256 = createHash('sha256').update(bytes).digest('hex');
-  const file = `${prefix}-${sha256.slice(0, 16)}.f32`;
-  const path = join(dir, file);
-  if (!existsSync(path)) {
-    const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
-    durableWrite(tmp, bytes);
-    renameSync(tmp, path);
-  }
-  return { file, sha256, tensors: index };
+  return { ...writeContentNamed(dir, prefix, bytes), tensors: index };
 }
 
 function readTensorFile(dir: string, ref: FileRef): TensorTable {
@@ -86,7 +68,7 @@ export function saveCheckpoint(dir: string, ck: Checkpoint): void {
   const { weights: _w, m: _m, v: _v, ...state } = ck;
   const json: CheckpointJson = { format: CHECKPOINT_FORMAT, ...state, weights, optimizer };
   const tmp = join(dir, `checkpoint.json.${randomBytes(4).toString('hex')}.tmp`);
-  durableWrite(tmp, JSON.stringify(json, null, 1));
+  writeFileDurable(tmp, JSON.stringify(json, null, 1));
   renameSync(tmp, join(dir, 'checkpoint.json'));
   // Files of earlier checkpoints (and temp files of interrupted writes) are garbage now.
   for (const f of readdirSync(dir)) {

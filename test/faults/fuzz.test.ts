@@ -59,6 +59,18 @@ function fixIhdrCrc(png: Buffer): Buffer {
   return png;
 }
 
+/** Byte ranges [lo, hi] of the signature and of each IHDR / IDAT chunk (length, type, data, CRC). */
+function criticalPngRanges(png: Buffer): Array<[number, number]> {
+  const out: Array<[number, number]> = [[0, 7]];
+  for (let off = 8; off + 12 <= png.length; ) {
+    const len = png.readUInt32BE(off);
+    const type = png.toString('latin1', off + 4, off + 8);
+    if (type === 'IHDR' || type === 'IDAT') out.push([off, off + 11 + len]);
+    off += 12 + len;
+  }
+  return out;
+}
+
 async function generate(rng: Rng): Promise<Case[]> {
   const cases: Case[] = [];
   const bad = (category: string, payload: FramePayload, reasons: string[], path?: string): void => {
@@ -80,7 +92,8 @@ async function generate(rng: Rng): Promise<Case[]> {
   for (let i = 0; i < 130; i++) bad('random bytes', enc(noise(rng, int(rng, 1, 3000))), ['unsupported_image', 'corrupt_image']);
   for (let i = 0; i < 150; i++) {
     const p = pick(pngs);
-    bad('truncated png', enc(p.subarray(0, int(rng, 1, p.length - 2))), [...corrupt, 'unsupported_image']);
+    // Cut anywhere before the end of the pixel data (a file missing only its IEND has all pixels).
+    bad('truncated png', enc(p.subarray(0, int(rng, 1, p.length - 13))), [...corrupt, 'unsupported_image']);
   }
   for (let i = 0; i < 150; i++) {
     const j = pick(jpgs);
@@ -88,9 +101,13 @@ async function generate(rng: Rng): Promise<Case[]> {
     bad('truncated jpeg', enc(j.subarray(0, int(rng, 1, j.length - 16))), [...corrupt, 'unsupported_image']);
   }
   for (let i = 0; i < 150; i++) {
-    // Any bit flip in a PNG: a chunk CRC, the zlib stream or the signature catches it.
+    // A bit flip in the signature or a pixel-bearing chunk (IHDR, IDAT): the signature check or
+    // the chunk CRC catches it. Flips in ancillary chunks (pHYs) or IEND leave the pixels intact
+    // and libpng rightly ignores them, so they are not "bad" frames.
     const p = Buffer.from(pick(pngs));
-    const at = int(rng, 0, p.length - 1);
+    const ranges = criticalPngRanges(p);
+    const [lo, hi] = pick(ranges);
+    const at = int(rng, lo, hi);
     p[at] = p[at]! ^ (1 << int(rng, 0, 7));
     bad('bit-flipped png', enc(p), [...corrupt, 'unsupported_image']);
   }
@@ -274,8 +291,14 @@ describe('faults: bad frames through the inspection graph', function () {
       }
       if (v.verdict === 'error') reasons.set(v.reason!, (reasons.get(v.reason!) ?? 0) + 1);
     });
-    const hugeLatency = cases.map((c, seq) => ({ c, v: bySeq.get(seq)! })).filter(({ c }) => c.expect.category.startsWith('huge'));
-    const slowest = Math.max(...hugeLatency.map(({ v }) => v.latencyMs));
+    // Decode time of the huge-header frames on their own (verdict latency includes queueing).
+    let slowest = 0;
+    for (const [seq, c] of cases.entries()) {
+      if (!c.expect.category.startsWith('huge')) continue;
+      const t = performance.now();
+      await Promise.resolve(base(frames[seq]!)).catch(() => undefined);
+      slowest = Math.max(slowest, performance.now() - t);
+    }
 
     // fairline_errors_total{stage="decode",reason} counts exactly the error verdicts.
     const counter = await metrics.errors.get();
@@ -288,7 +311,7 @@ describe('faults: bad frames through the inspection graph', function () {
     assert.equal(processed, frames.length - total);
 
     // A header claiming 16000 x 16000 must not cost seconds or gigabytes.
-    assert.ok(slowest < 1500, `huge-header frames decoded for up to ${slowest} ms`);
+    assert.ok(slowest < 1000, `a huge-header frame took ${slowest.toFixed(0)} ms to fail`);
     assert.ok(rssGrowthMb < 600, `RSS grew ${rssGrowthMb.toFixed(0)} MB`);
     console.log(
       `      ${frames.length} frames (${nBad} bad, ${nReal} valid incl. odd formats, ${frames.length - nBad - nReal} damaged JPEG/odd headers: ${anyErrors} errors) in ${seconds.toFixed(1)} s; ` +
