@@ -389,6 +389,8 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   if (so.maxBytes !== undefined) {
     const b = parseBytes(so.maxBytes);
     if (b === undefined) c.add('spool.maxBytes', `expected a positive byte count like 268435456 or '256MiB', got ${describe(so.maxBytes)}`);
+    // The spool's own minimum (src/streams/spool.ts): caught here so it names the key before start-up.
+    else if (b < 1024) c.add('spool.maxBytes', `must be at least 1024 bytes (1KiB), got ${b}`);
     else maxBytes = b;
   }
   const spool = { dir: c.path(so, 'dir', 'spool', 'none') ?? resolve(opts.baseDir, 'spool'), maxBytes };

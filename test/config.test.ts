@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigValidationError, loadConfig, parseBytes, parseConfig } from '../src/config.js';
+import { ConfigValidationError, expandEnv, loadConfig, parseBytes, parseConfig } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 
 describe('config', () => {
@@ -186,10 +186,7 @@ spool: { dir: spool, maxBytes: 64MiB }
 });
 
 describe('config environment expansion', () => {
-  it('expands ${VAR} from the environment, keeps $${VAR} literal and names unset variables', async () => {
-    const { expandEnv } = await import('../src/config.js');
-    const { ConfigError } = await import('../src/errors.js');
-    const assert = (await import('node:assert/strict')).default;
+  it('expands ${VAR} from the environment, keeps $${VAR} literal and names unset variables', () => {
     const env = { PW: 's3cret' };
     assert.deepEqual(expandEnv({ nats: { user: 'u', pass: '${PW}' }, list: ['a-${PW}', 3] }, '', env), { nats: { user: 'u', pass: 's3cret' }, list: ['a-s3cret', 3] });
     assert.equal(expandEnv('$${PW}', 'x', env), '${PW}');

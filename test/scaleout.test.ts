@@ -20,6 +20,7 @@ import { runIngest } from '../src/scaleout/ingest.js';
 import {
   FRAME_HEADERS,
   VERDICT_HEADERS,
+  auditSubject,
   checkLine,
   decodeFrameMessage,
   encodeFrameMessage,
@@ -217,14 +218,27 @@ describe('scaleout', function () {
     const ingest = fairline(['ingest', '--nats', srv.url, '--line', line, '--camera', 'cam0', '--source', imgDir, '--loop', '--count', String(N_FRAMES)]);
     const verdictsSeen = () => core.filter((c) => c.subject.endsWith('.verdict')).length;
     await waitFor(`${N_FRAMES / 2} verdicts`, () => verdictsSeen() >= N_FRAMES / 2, 40000, () => `ingest: ${ingest.stderr}\nA: ${a.stderr}\nB: ${b.stderr}`);
+    // Kill A while it holds unacked frames: freeze it, and read the consumer's unacked count,
+    // which A cannot change while frozen; B never holds more than its batch (8).
+    const jsm: JetStreamManager = await jetstreamManager(nc);
+    let heldByA = 0;
+    for (let i = 0; i < 100 && heldByA === 0; i++) {
+      a.proc.kill('SIGSTOP');
+      const pending = (await jsm.consumers.info(framesStreamName(line), workersDurable(line))).num_ack_pending;
+      if (pending > 8) heldByA = pending - 8;
+      else {
+        a.proc.kill('SIGCONT');
+        await new Promise((r) => setTimeout(r, 10 + 10 * Math.random()));
+      }
+    }
     a.proc.kill('SIGKILL');
+    assert.ok(heldByA > 0, 'never caught worker A holding unacked frames');
     const byAAtKill = core.filter((c) => c.worker === 'wA').length;
     const ing = await ingest.exited;
     assert.equal(ing.code, 0, ingest.stderr);
     const summary = JSON.parse(ingest.stdout) as { published: number; duplicates: number };
     assert.equal(summary.published, N_FRAMES);
 
-    const jsm: JetStreamManager = await jetstreamManager(nc);
     const vStream = verdictsStreamName(line);
     await waitFor(
       `${N_FRAMES} verdicts in ${vStream}`,
@@ -241,13 +255,11 @@ describe('scaleout', function () {
     const perId = new Map<string, number>();
     for (const x of audit) perId.set(`${x.v.camera}:${x.v.seq}`, (perId.get(`${x.v.camera}:${x.v.seq}`) ?? 0) + 1);
     for (let seq = 0; seq < N_FRAMES; seq++) assert.equal(perId.get(`cam0:${seq}`), 1, `cam0:${seq} has ${perId.get(`cam0:${seq}`) ?? 0} verdicts`);
-    // The kill really interrupted work: some frames were decided on a redelivery, by B.
+    // The kill really interrupted work: A's unacked frames were delivered again (to B).
     assert.ok(byAAtKill > 0, 'worker A never published a verdict before it was killed');
-    const redelivered = audit.filter((x) => x.deliveries >= 2);
-    const ci0 = await jsm.consumers.info(framesStreamName(line), workersDurable(line));
-    console.log('DEBUG', byAAtKill, ci0.num_redelivered, ci0.delivered, audit.filter((x) => x.worker === 'wA').length, audit.filter((x) => x.worker === 'wB').length, b.stderr, a.stderr, core.filter((c) => c.worker === 'wA').map((c) => c.v.seq).slice(-20));
-    assert.ok(redelivered.length > 0, 'no frame was redelivered after the SIGKILL');
-    assert.ok(redelivered.every((x) => x.worker === 'wB'));
+    const ci = await jsm.consumers.info(framesStreamName(line), workersDurable(line));
+    assert.ok(ci.delivered.consumer_seq >= N_FRAMES + heldByA, `deliveries ${ci.delivered.consumer_seq}, A held ${heldByA}`);
+    assert.ok(audit.filter((x) => x.deliveries >= 2).every((x) => x.worker === 'wB'));
 
     // The verdicts are the model's: decode errors for the corrupt file, else score vs threshold.
     let errors = 0, rejects = 0, passes = 0;
@@ -293,9 +305,11 @@ describe('scaleout', function () {
     b.proc.kill('SIGTERM');
     const bx = await b.exited;
     assert.equal(bx.code, 0, b.stderr);
-    const bStats = JSON.parse(b.stdout.trim().split('\n').pop()!) as { verdicts: number; duplicates: number; worker: string };
+    const bStats = JSON.parse(b.stdout.trim().split('\n').pop()!) as { frames: number; verdicts: number; duplicates: number; worker: string };
     assert.equal(bStats.worker, 'wB');
     assert.equal(bStats.verdicts, audit.filter((x) => x.worker === 'wB').length);
+    // Every frame B took got a verdict from B, or was one whose verdict A had already stored.
+    assert.equal(bStats.frames, bStats.verdicts + bStats.duplicates);
   });
 
   describe('in-process worker', () => {
@@ -356,6 +370,42 @@ describe('scaleout', function () {
         assert.equal(ci.num_ack_pending, 0, 'batch acked before stop resolved');
         assert.equal(ci.num_pending, 8, 'the rest left for other workers');
       } finally {
+        await w.stop();
+      }
+    });
+
+    it('a redelivered frame whose verdict is already stored: no second audit entry, core re-sent marked', async () => {
+      const line = 'L4';
+      const consumerOpts = { ackWaitMs: 1000, maxDeliver: 5 };
+      const jsm = await jetstreamManager(nc);
+      await ensureFramesStream(jsm, line);
+      await ensureVerdictsStream(jsm, line);
+      await ensureWorkerConsumer(jsm, line, consumerOpts);
+      await runIngest({ nats: { connection: nc }, line, source: (p) => imageFilesSource([{ path: join(imgDir, 'img04.png') }], { sourceId: 'cam0', seqStart: 3, ...p }) });
+      // A worker takes the frame, stores its verdict, and dies before acking.
+      const d1 = await (await jetstream(nc).consumers.get(framesStreamName(line), workersDurable(line))).next({ expires: 2000 });
+      assert.equal(d1?.info.deliveryCount, 1);
+      const ghost: Verdict = {
+        schema: 'fairline.verdict/v1', line, station: 'ghost', camera: 'cam0', seq: 3, captureTs: 1, decidedTs: 2, latencyMs: 1,
+        model: model.id, score: 0.1, threshold: 0.2, verdict: 'pass', regions: [],
+      };
+      await jetstream(nc).publish(auditSubject(line, 'cam0'), JSON.stringify(ghost), { msgID: 'cam0:3' });
+      const core: Msg[] = [];
+      const sub = nc.subscribe(`fairline.${line}.*.verdict`, { callback: (_e, m) => void core.push(m) });
+      await nc.flush();
+      const w = await ScaleoutWorker.start({ nats: { servers: srv.url }, line, model, name: 'ip4', consumer: consumerOpts });
+      try {
+        await waitFor('the redelivered frame', () => w.stats().duplicates === 1 && core.length === 1, 10000, () => JSON.stringify(w.stats()));
+        const audit = await readStream(nc, verdictsStreamName(line));
+        assert.equal(audit.length, 1);
+        assert.equal(audit[0]!.v.station, 'ghost');
+        assert.equal(core[0]!.headers?.get(VERDICT_HEADERS.possibleDuplicate), 'true');
+        assert.equal(core[0]!.headers?.get(VERDICT_HEADERS.deliveries), '2');
+        assert.equal(core[0]!.json<Verdict>().station, 'ip4');
+        assert.deepEqual({ ...w.stats() }, { ...w.stats(), frames: 1, verdicts: 0, duplicates: 1, coreResent: 1 });
+        await waitFor('queue empty', async () => (await jsm.streams.info(framesStreamName(line))).state.messages === 0, 5000);
+      } finally {
+        sub.unsubscribe();
         await w.stop();
       }
     });

@@ -245,7 +245,16 @@ export class UNet {
       const vars: tf.Tensor1D[] = [];
       const counts: number[] = [];
       let li = 0;
-      const block = (h: tf.Tensor4D): tf.Tensor4D => {
+      // Inference frees every activation as soon as it is consumed (each stage in its own
+      // tidy, skips disposed after their add): one outer tidy would keep all ~70 activations
+      // alive, which at 256^2 x 8 and c >= 64 overflows the wasm backend's 4 GB heap. In
+      // training the gradient tape keeps them anyway, so nothing changes there.
+      const lean = !training;
+      const stage = (fn: () => tf.Tensor4D): tf.Tensor4D => (lean ? tf.tidy(fn) : fn());
+      const done = (...ts: tf.Tensor[]): void => {
+        if (lean) tf.dispose(ts);
+      };
+      const block = (h: tf.Tensor4D): tf.Tensor4D => stage(() => {
         const d = this.layout[li++]!;
         const conv = tf.fused.conv2d({
           x: h,
@@ -268,21 +277,26 @@ export class UNet {
         const mean = this.params.get(`${d.bn}.running_mean`) as tf.Tensor1D;
         const variance = this.params.get(`${d.bn}.running_var`) as tf.Tensor1D;
         return tf.relu(tf.batchNorm(conv, mean, variance, beta, gamma, BN_EPS));
-      };
+      });
       const pool = (h: tf.Tensor4D): tf.Tensor4D => tf.maxPool(h, 2, 2, 'valid');
       const up = (h: tf.Tensor4D): tf.Tensor4D =>
         tf.image.resizeBilinear(h, [h.shape[1] * 2, h.shape[2] * 2], true);
 
-      const b1 = block(block(x));
-      const b2 = block(block(pool(b1)));
-      const b3 = block(block(pool(b2)));
-      const b4 = block(block(pool(b3)));
-      const b5 = block(block(pool(b4)));
-      const d1 = block(block(tf.add(block(up(b5)), b4)));
-      const d2 = block(block(tf.add(block(up(d1)), b3)));
-      const d3 = block(block(tf.add(block(up(d2)), b2)));
-      const d4 = block(block(tf.add(block(up(d3)), b1)));
+      const b1 = stage(() => block(block(x)));
+      const b2 = stage(() => block(block(pool(b1))));
+      const b3 = stage(() => block(block(pool(b2))));
+      const b4 = stage(() => block(block(pool(b3))));
+      const b5 = stage(() => block(block(pool(b4))));
+      const d1 = stage(() => block(block(tf.add(block(up(b5)), b4))));
+      done(b5, b4);
+      const d2 = stage(() => block(block(tf.add(block(up(d1)), b3))));
+      done(d1, b3);
+      const d3 = stage(() => block(block(tf.add(block(up(d2)), b2))));
+      done(d2, b2);
+      const d4 = stage(() => block(block(tf.add(block(up(d3)), b1))));
+      done(d3, b1);
       const y = block(d4);
+      done(d4);
       return { y, means, vars, counts };
     });
     if (!training) return { y: res.y };

@@ -110,10 +110,12 @@ export function auditSubject(line: string, camera: string): string {
   return `fairline.verdicts.${line}.${camera}`;
 }
 
+/** `FAIRLINE_FRAMES_<line>`: the frames work-queue stream. */
 export function framesStreamName(line: string): string {
   return `FAIRLINE_FRAMES_${line}`;
 }
 
+/** `FAIRLINE_VERDICTS_<line>`: the verdict audit stream. */
 export function verdictsStreamName(line: string): string {
   return `FAIRLINE_VERDICTS_${line}`;
 }
