@@ -3,7 +3,7 @@
  * tfjs backend is active) or onnxruntime-node ({@link OnnxRestorer}), and {@link createRestorer},
  * which picks the fastest one that loads here and logs the choice.
  *
- * Why onnxruntime first: on CPU it runs the FAIR UNet at 4-5x the threaded tfjs-wasm backend's
+ * Why onnxruntime first: on CPU it runs the FAIR UNet at 4-6x the threaded tfjs-wasm backend's
  * speed (docs/performance.md, `npm run bench`), and the two agree to ~1e-6 (test/export.test.ts,
  * test/detector.test.ts). tfjs stays the fallback because onnxruntime-node is an optional
  * dependency with a native binding that may be missing.
