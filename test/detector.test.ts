@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { FairDetector, TfjsRestorer, validateModelImage, type Restorer } from '../src/model/detector.js';
+import { FairDetector, TfjsRestorer, validateModelImage } from '../src/model/detector.js';
+import { OnnxRestorer } from '../src/runtime/restorers.js';
 import { createUNet } from '../src/model/unet.js';
 import { unetToTorch } from '../src/model/weights.js';
 import { exportUNetOnnx } from '../src/model/onnx-export.js';
@@ -13,17 +14,6 @@ function image(size: number, seed: number): ImageF32 {
   const data = new Float32Array(size * size * 3);
   for (let i = 0; i < data.length; i++) data[i] = 0.5 + 0.4 * Math.sin(i * 0.013 + seed) * Math.cos(i * 0.0007 * seed);
   return { width: size, height: size, channels: 3, data };
-}
-
-class OnnxRestorer implements Restorer {
-  readonly engine = 'onnxruntime-cpu';
-  constructor(private readonly ort: OnnxEngine) {}
-  restore(input: Float32Array, n: number, size: number, cin: number): Promise<Float32Array> {
-    return this.ort.run(input, n, size, cin);
-  }
-  dispose(): void {
-    this.ort.dispose();
-  }
 }
 
 describe('FairDetector', () => {

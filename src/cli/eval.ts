@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import * as tf from '@tensorflow/tfjs';
-import { intOption, log, startBackend } from './common.js';
+import { backendOptions, intOption, log, startBackend } from './common.js';
 import { createProgress, type Progress } from './progress.js';
 import { ConfigError, DatasetError, ModelError } from '../errors.js';
 import { listCategories, readDataset, type Dataset } from '../io/datasets.js';
@@ -128,7 +128,7 @@ function silentProgress(): Progress {
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('eval')
     .description('evaluate models on a test split as in the paper; writes report.json/.csv/.md, pictures and index.html')
     .requiredOption('--data <root>', 'dataset root (MVTec AD, VisA, or prepared VisA 1cls layout)')
@@ -139,11 +139,9 @@ export function register(program: Command): void {
     .requiredOption('--report <dir>', 'folder to write the report into')
     .addOption(new Option('--pictures <which>', 'pictures to write: input | restoration | heatmap | ground truth').choices(['all', 'anomalous', 'none']).default('all'))
     .option('--batch <n>', 'images per model call', intOption('--batch'), 4)
-    .option('--json', 'JSON lines instead of a progress bar, even on a terminal', false)
-    // As computeOptions() in main.ts; not imported from there because importing main.ts runs the CLI.
-    .addOption(new Option('--backend <name>', 'compute backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default(process.env.FAIRLINE_BACKEND ?? 'auto'))
-    .option('--threads <n>', 'backend threads (wasm)', intOption('--threads'))
-    .action(async (o: EvalCliOptions) => {
+    .option('--json', 'JSON lines instead of a progress bar, even on a terminal', false);
+  backendOptions(cmd);
+  cmd.action(async (o: EvalCliOptions) => {
       // Validate options, data and models before the (slow) backend start.
       planEval(o);
       const backend = await startBackend(o);

@@ -10,13 +10,13 @@ import { randomBytes } from 'node:crypto';
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { ModelError } from '../errors.js';
 import { loadModel } from '../io/artefact.js';
 import { OnnxEngine, isOnnxRuntimeAvailable } from '../io/onnx-engine.js';
 import { exportUNetOnnx } from '../model/onnx-export.js';
 import { unetFromTorch } from '../model/weights.js';
-import { intOption, log, startBackend } from './common.js';
+import { backendOptions, intOption, log, startBackend } from './common.js';
 
 export interface ExportOptions {
   /** Model artefact folder (model.json + weights). */
@@ -114,7 +114,7 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('export')
     .description('export a model artefact to ONNX (for onnxruntime, TensorRT, ...) and check it against tfjs')
     .requiredOption('--model <dir>', 'model artefact folder (from fairline train or import)')
@@ -123,16 +123,9 @@ export function register(program: Command): void {
     .addOption(new Option('--layout <layout>', 'tensor layout of the graph input/output').choices(['nhwc', 'nchw']).default('nhwc'))
     .option('--opset <n>', 'ONNX opset (13..21)', intOption('--opset', 13), 13)
     .option('--no-verify', 'skip the onnxruntime-vs-tfjs check')
-    .option('--verify-batch <n>', 'images in the check batch', intOption('--verify-batch'), 1)
-    // The same two options as every compute command (computeOptions in main.ts); defined here so
-    // this module can be imported without starting the CLI.
-    .addOption(new Option('--backend <name>', 'tfjs backend for the check').choices(['auto', 'tensorflow', 'wasm', 'cpu']).default(process.env.FAIRLINE_BACKEND ?? 'auto'))
-    .option('--threads <n>', 'threads (wasm and onnxruntime)', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('--threads must be a positive integer');
-      return n;
-    })
-    .action(async (o: ExportOptions) => {
+    .option('--verify-batch <n>', 'images in the check batch', intOption('--verify-batch'), 1);
+  backendOptions(cmd);
+  cmd.action(async (o: ExportOptions) => {
       const r = await exportModel(o);
       log(`export: ${r.modelId} -> ${r.path} (${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${r.layout}${r.foldBatchNorm ? ', BatchNorm folded' : ''})`);
       if (r.verify) {

@@ -11,13 +11,13 @@ import * as tf from '@tensorflow/tfjs';
 import { BackendError, ConfigError, ModelError } from '../errors.js';
 import { loadModel, type LoadedModel, type ModelManifest, type ThresholdInfo } from '../io/artefact.js';
 import { decodeImage, decodeRaw } from '../io/image.js';
-import { isOnnxRuntimeAvailable, OnnxEngine, type OnnxEngineOptions } from '../io/onnx-engine.js';
 import { initBackend, type BackendName } from '../model/backend.js';
-import { FairDetector, TfjsRestorer, type Detection, type Restorer } from '../model/detector.js';
-import { exportUNetOnnx, UNET_SPATIAL_MULTIPLE } from '../model/onnx-export.js';
+import { FairDetector, type Detection, type Restorer } from '../model/detector.js';
+import { UNET_SPATIAL_MULTIPLE } from '../model/onnx-export.js';
 import { resizeLinearU8, u8ToF32 } from '../model/resize.js';
 import { filterChannels, type FairSpec, type ImageF32 } from '../model/types.js';
-import { inferUNetSpec, unetFromTorch } from '../model/weights.js';
+import { inferUNetSpec } from '../model/weights.js';
+import { createRestorer, OnnxRestorer } from './restorers.js';
 import type { DecodeFn, DecodeOutput } from '../operators/decode.js';
 import type { InspectModel } from '../operators/inspect.js';
 import type { Frame, ModelOutput } from '../streams/frame.js';
@@ -81,20 +81,6 @@ export interface RuntimeModel extends InspectModel {
   dispose(): Promise<void>;
 }
 
-/** onnxruntime as a {@link Restorer}. */
-class OnnxRestorer implements Restorer {
-  readonly engine: string;
-  constructor(private readonly ort: OnnxEngine) {
-    this.engine = `onnxruntime-${ort.executionProvider}`;
-  }
-  restore(input: Float32Array, n: number, size: number, cin: number): Promise<Float32Array> {
-    return this.ort.run(input, n, size, cin);
-  }
-  dispose(): void {
-    void this.ort.dispose();
-  }
-}
-
 /**
  * Check a manifest's spec for internal consistency, against its weights, and against what the
  * caller expects.
@@ -143,27 +129,19 @@ export function resolveThreshold(thresholds: ThresholdInfo | undefined, override
   return typeof t === 'number' && Number.isFinite(t) ? { value: t, source: 'artefact' } : undefined;
 }
 
-async function createRestorer(loaded: LoadedModel, opts: LoadInspectModelOptions): Promise<{ restorer: Restorer; engine: 'tfjs' | 'onnx' }> {
-  const want = opts.engine ?? 'auto';
-  const { spec } = loaded.manifest;
-  if (want === 'onnx' || (want === 'auto' && (await isOnnxRuntimeAvailable()))) {
-    try {
-      // NHWC graph with folded BN: fairline's buffers go in and out without a JS transpose.
-      const bytes = exportUNetOnnx(loaded.tensors, spec.unet, { foldBatchNorm: true, layout: 'nhwc' });
-      const eo: OnnxEngineOptions = {};
-      if (opts.threads !== undefined) eo.threads = opts.threads;
-      if (opts.executionProviders) eo.executionProviders = opts.executionProviders;
-      if (opts.log) eo.log = opts.log;
-      const ort = await OnnxEngine.create(bytes, eo);
-      return { restorer: new OnnxRestorer(ort), engine: 'onnx' };
-    } catch (err) {
-      if (want === 'onnx') {
-        throw err instanceof BackendError || err instanceof ModelError ? err : new BackendError('onnx_session', `onnx engine: ${(err as Error).message}`, { cause: err });
-      }
-      opts.log?.(`engine: onnxruntime unavailable (${(err as Error).message.split('\n')[0]}), using tfjs`);
-    }
+/** The restoration engine for a loaded model (src/runtime/restorers.ts does the choosing). */
+async function restorerFor(loaded: LoadedModel, opts: LoadInspectModelOptions): Promise<{ restorer: Restorer; engine: 'tfjs' | 'onnx' }> {
+  try {
+    const restorer = await createRestorer(loaded.tensors, loaded.manifest.spec.unet, {
+      engine: opts.engine ?? 'auto',
+      threads: opts.threads,
+      providers: opts.executionProviders,
+      log: opts.log,
+    });
+    return { restorer, engine: restorer instanceof OnnxRestorer ? 'onnx' : 'tfjs' };
+  } catch (err) {
+    throw err instanceof BackendError || err instanceof ModelError || err instanceof ConfigError ? err : new BackendError('onnx_session', `onnx engine: ${(err as Error).message}`, { cause: err });
   }
-  return { restorer: new TfjsRestorer(unetFromTorch(loaded.tensors, spec.unet)), engine: 'tfjs' };
 }
 
 /**
@@ -196,7 +174,7 @@ export async function loadInspectModel(opts: LoadInspectModelOptions): Promise<R
     if (opts.log) bo.log = opts.log;
     await initBackend(bo);
   }
-  const { restorer, engine } = await createRestorer(loaded, opts);
+  const { restorer, engine } = await restorerFor(loaded, opts);
   const spec = loaded.manifest.spec;
   let detector: FairDetector;
   try {
