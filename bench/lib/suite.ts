@@ -26,7 +26,7 @@ import { machineInfo, peakRssMiB, type MachineInfo, type Rate } from './measure.
 import { profileTrainingStep, formatProfile } from './profile.js';
 import { fmt, table } from './table.js';
 import { runTorch, torchAvailable, type TorchAvailability, type TorchConfig } from './torch.js';
-import { decodeRate, highpassRate, inferenceRate, pipelineBench, scoringRate, trainingRate, type PipelineRun } from './workloads.js';
+import { decodeRate, highpassRate, inferenceRate, pipelineBench, scoringRate, trainingGraphRate, trainingRate, type PipelineRun } from './workloads.js';
 
 export interface BenchOptions {
   json?: string;
@@ -143,6 +143,14 @@ export async function runModelBench(o: BenchOptions): Promise<Record<string, unk
     const r = await trainingRate({ width, size, batch, microBatch, seconds });
     rows.push([`UNet training step c=${width} ${size}^2 batch ${batch} (micro ${microBatch})`, `${fmt(r.perSecond)} img/s`, fmt((3 * r.perSecond * flops) / 1e9, 1), r.iterations]);
     results.push({ task: 'train', width, size, batch, microBatch, engine, ...fromRate(r, 3 * flops) });
+  }
+  {
+    // The training graph end to end: data workers + prefetch + step, and how long the step waited.
+    const images = o.quick ? 8 : 16;
+    log(`training graph c=32 batch 8 over ${images} images...`);
+    const g = await trainingGraphRate({ width: 32, size, batch: 8, images });
+    rows.push([`training graph c=32 ${size}^2 batch 8 (micro ${g.microBatch}, ${g.workers} data worker(s)), data wait ${fmt(100 * g.dataWaitShare)}%`, `${fmt(g.imagesPerSecond)} img/s`, '', images]);
+    results.push({ task: 'train-graph', width: 32, size, batch: 8, microBatch: g.microBatch, workers: g.workers, imagesPerSecond: g.imagesPerSecond, dataWaitShare: g.dataWaitShare });
   }
   const hp = await highpassRate({ size, batch: 8, seconds: 1 });
   rows.push([`high-pass (FFT Butterworth, fft.js) ${size}^2 BGR`, `${fmt(hp.msPerItem)} ms/frame`, '', hp.iterations]);
@@ -268,7 +276,7 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
   const trainBatch = o.quick ? autoMicroBatch('wasm', size, trainWidth, 8) : 8;
   const microBatch = autoMicroBatch(backend.name, size, trainWidth, trainBatch);
   const trainFlops = 3 * unetForwardFlops(unetSpec(trainWidth), size);
-  const training: { width: number; batch: number; microBatch: number; size: number; fairline?: EngineResult; pytorch?: EngineResult; ratio?: number; loss: string } = {
+  const training: { width: number; batch: number; microBatch: number; size: number; fairline?: EngineResult; pytorch?: EngineResult; ratio?: number; loss: string; graph?: Awaited<ReturnType<typeof trainingGraphRate>> } = {
     width: trainWidth, batch: trainBatch, microBatch, size, loss: 'MSE + (1 - SSIM) on both sides',
   };
   for (let r = 0; r < (o.quick ? 1 : o.rounds); r++) {
@@ -282,6 +290,9 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
     };
     for (const step of r % 2 === 0 ? [fl, pt] : [pt, fl]) await step();
   }
+  // The whole training graph (data workers, prefetch, step): images/s and the data-wait share.
+  log(`training graph c=${trainWidth} batch 8 ...`);
+  training.graph = await trainingGraphRate({ width: trainWidth, size, batch: 8, images: o.quick ? 8 : 16 });
   if (training.fairline?.imagesPerSecond && training.pytorch?.imagesPerSecond) training.ratio = training.fairline.imagesPerSecond / training.pytorch.imagesPerSecond;
 
   // --- Stages -------------------------------------------------------------------------------
@@ -337,6 +348,7 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
 
   console.log(`\nTraining step c=${trainWidth} ${size}^2 batch ${trainBatch} (fairline micro-batch ${microBatch}; ${training.loss}), images/s (GFLOP/s):\n`);
   console.log(table(['engine', 'img/s (GFLOP/s)'], [['tfjs-wasm', cell(training.fairline)], ['pytorch-cpu', cell(training.pytorch)], ['fairline/PyTorch', training.ratio ? `${fmt(training.ratio)}x` : '-']]));
+  if (training.graph) console.log(`training graph (fairline train, batch 8, micro-batch ${training.graph.microBatch}, ${training.graph.workers} data worker(s)): ${fmt(training.graph.imagesPerSecond)} img/s, the step waited for data ${fmt(100 * training.graph.dataWaitShare)}% of the time`);
 
   console.log(`\nStages, ms/frame:\n`);
   console.log(table(['stage', 'ms/frame', 'what'], Object.entries(stages).map(([k, v]) => [k, fmt(v.msPerFrame), v.what])));

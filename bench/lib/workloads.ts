@@ -241,3 +241,30 @@ export async function pipelineBench(opts: PipelineOptions): Promise<{ capacity: 
   }
   return { capacity, paced, threshold };
 }
+
+/**
+ * The whole training graph (src/train/loop.ts: decoded bank -> data workers -> prefetch -> train
+ * step) for one epoch over `images` synthetic 512x512 PNGs: images/s and the share of the time
+ * the train step waited for data.
+ */
+export async function trainingGraphRate(cfg: { width: number; size: number; batch: number; images: number }): Promise<{ imagesPerSecond: number; dataWaitShare: number; seconds: number; microBatch: number; workers: number }> {
+  const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { train } = await import('../../src/train/loop.js');
+  const root = mkdtempSync(join(tmpdir(), 'fairline-bench-train-'));
+  try {
+    const dir = join(root, 'bench', 'train', 'good');
+    mkdirSync(dir, { recursive: true });
+    for (let i = 0; i < cfg.images; i++) writeFileSync(join(dir, `${String(i).padStart(3, '0')}.png`), await syntheticPng(512, i));
+    const r = await train({
+      dataRoot: root, category: 'bench', out: join(root, 'model'), epochs: 1, batch: cfg.batch, width: cfg.width, size: cfg.size,
+      filter: { kind: 'butterworth', cutoff: 30, order: 2 }, seed: 0, lr: 1e-4, cutpaste: 'faithful', resume: false,
+    });
+    const e = r.epochs[0]!;
+    const opts = r.manifest.training!.options as { microBatch: number; workers: number };
+    return { imagesPerSecond: e.imagesPerSecond, dataWaitShare: e.dataWaitShare, seconds: e.seconds, microBatch: opts.microBatch, workers: opts.workers };
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
