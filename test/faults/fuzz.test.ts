@@ -12,7 +12,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { from, lastValueFrom, toArray } from 'rxjs';
-import sharp from 'sharp';
+import sharp, { type SharpOptions } from 'sharp';
 import { createMetrics, metricsHooks } from '../../src/metrics.js';
 import { useBackend } from '../../src/model/backend.js';
 import { createRng, type Rng } from '../../src/model/synthesis/rng.js';
@@ -171,16 +171,28 @@ async function generate(rng: Rng): Promise<Case[]> {
     real('raw bgr', { data: part(rng, w, h), width: w, height: h, format: pick(['bgr', 'rgb'] as const) });
   }
   // Odd but valid: gray, gray+alpha, RGBA, 16-bit, extreme aspect ratios, raw gray.
+  const odd: Array<[string, Buffer, { channels: number; depth: string }]> = [];
   for (let i = 0; i < 20; i++) {
     const w = int(rng, 1, 99) | 1, h = int(rng, 1, 99) | 1;
-    real('gray png', enc(await sharp(noise(rng, w * h), { raw: { width: w, height: h, channels: 1 } }).png().toBuffer()));
-    real('gray+alpha png', enc(await sharp(noise(rng, w * h * 2), { raw: { width: w, height: h, channels: 2 } }).png().toBuffer()));
-    real('rgba png', enc(await sharp(noise(rng, w * h * 4), { raw: { width: w, height: h, channels: 4 } }).png().toBuffer()));
+    const raw = (channels: 1 | 2 | 3 | 4, depth: 'uchar' | 'ushort' = 'uchar') =>
+      // `depth` is missing from sharp's typings of raw input but supported (sharp docs: raw.depth).
+      ({ raw: { width: w, height: h, channels, depth } as unknown as SharpOptions['raw'] });
     const g16 = new Uint16Array(w * h).map(() => int(rng, 0, 65535));
-    real('16-bit gray png', enc(await sharp(Buffer.from(g16.buffer), { raw: { width: w, height: h, channels: 1, depth: 'ushort' } }).png().toBuffer()));
     const c16 = new Uint16Array(w * h * 3).map(() => int(rng, 0, 65535));
-    real('16-bit rgb png', enc(await sharp(Buffer.from(c16.buffer), { raw: { width: w, height: h, channels: 3, depth: 'ushort' } }).png().toBuffer()));
+    // Without toColourspace sharp would write gray input as an sRGB PNG.
+    odd.push(['gray png', await sharp(noise(rng, w * h), raw(1)).toColourspace('b-w').png().toBuffer(), { channels: 1, depth: 'uchar' }]);
+    odd.push(['gray+alpha png', await sharp(noise(rng, w * h * 2), raw(2)).toColourspace('b-w').png().toBuffer(), { channels: 2, depth: 'uchar' }]);
+    odd.push(['rgba png', await sharp(noise(rng, w * h * 4), raw(4)).png().toBuffer(), { channels: 4, depth: 'uchar' }]);
+    odd.push(['16-bit gray png', await sharp(Buffer.from(g16.buffer), raw(1, 'ushort')).toColourspace('grey16').png().toBuffer(), { channels: 1, depth: 'ushort' }]);
+    odd.push(['16-bit rgb png', await sharp(Buffer.from(c16.buffer), raw(3, 'ushort')).toColourspace('rgb16').png().toBuffer(), { channels: 3, depth: 'ushort' }]);
+    odd.push(['tiff', await sharp(noise(rng, w * h * 3), raw(3)).tiff().toBuffer(), { channels: 3, depth: 'uchar' }]);
     real('raw gray', { data: noise(rng, w * h), width: w, height: h, format: 'gray' });
+  }
+  // Check that each odd image really is what it claims (a silent conversion would test nothing).
+  for (const [category, bytes, want] of odd) {
+    const meta = await sharp(bytes).metadata();
+    assert.deepEqual({ channels: meta.channels, depth: meta.depth }, want, category);
+    real(category, enc(bytes));
   }
   for (const [w, h] of [[1, 1], [1, 97], [97, 1], [3, 2000], [2000, 3]] as const) {
     real('extreme aspect png', enc(await sharp(noise(rng, w * h * 3), { raw: { width: w, height: h, channels: 3 } }).png().toBuffer()));
@@ -208,7 +220,8 @@ describe('faults: bad frames through the inspection graph', function () {
   let model: RuntimeModel;
 
   before(async () => {
-    await useBackend('cpu');
+    // wasm runs the tiny model ~6x faster than the pure-JS cpu backend.
+    await useBackend('wasm');
     dir = tempDir('fuzz');
     makeModel(join(dir, 'model'), { threshold: 0.5 });
     model = await loadInspectModel({ dir: join(dir, 'model'), engine: 'tfjs' });
@@ -216,6 +229,7 @@ describe('faults: bad frames through the inspection graph', function () {
   after(async () => {
     await model?.dispose();
     rmSync(dir, { recursive: true, force: true });
+    await useBackend('cpu');
   });
 
   it('1,000+ bad frames interleaved with good ones: no crash, one verdict each, errors with reasons, counted', async () => {
