@@ -562,14 +562,38 @@ export class VerdictPublisher<V extends PublishableVerdict = PublishableVerdict>
     const data = JSON.stringify(v);
     if (this.jsc) {
       const id = verdictMsgId(v);
-      await this.jsc.publish(verdictSubject(this.line, v.camera), data, { msgID: id, timeout: this.ackTimeoutMs });
-      if (this.isReject(v)) {
-        await this.jsc.publish(rejectSubject(this.line, v.camera), data, { msgID: `${id}:reject`, timeout: this.ackTimeoutMs });
-      }
+      // Both written before either ack is awaited, so the stream keeps decision order.
+      const sends = [this.jsc.publish(verdictSubject(this.line, v.camera), data, { msgID: id, timeout: this.ackTimeoutMs })];
+      if (this.isReject(v)) sends.push(this.jsc.publish(rejectSubject(this.line, v.camera), data, { msgID: `${id}:reject`, timeout: this.ackTimeoutMs }));
+      await Promise.all(sends);
     } else {
       nc.publish(verdictSubject(this.line, v.camera), data);
       if (this.isReject(v)) nc.publish(rejectSubject(this.line, v.camera), data);
     }
+  }
+
+  /**
+   * Send a batch in order. JetStream publishes are pipelined: all are written before any ack is
+   * awaited (one round trip per batch instead of per verdict), and `done` counts the leading
+   * verdicts that were acknowledged; a retry resends from the first unacknowledged one and the
+   * stream drops any duplicate by its message id. Core NATS: written, then confirmed by a flush.
+   */
+  private async sendBatch(values: readonly V[]): Promise<{ done: number; error?: unknown }> {
+    if (values.length === 0) return { done: 0 };
+    if (!this.jsc) {
+      try {
+        for (const v of values) await this.sendOne(v);
+        await this.confirm();
+        return { done: values.length };
+      } catch (error) {
+        return { done: 0, error };
+      }
+    }
+    const results = await Promise.allSettled(values.map((v) => this.sendOne(v)));
+    let done = 0;
+    while (done < results.length && results[done]!.status === 'fulfilled') done++;
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    return failed ? { done, error: failed.reason } : { done };
   }
 
   /** Core NATS: the server has read everything before a successful flush. */
@@ -609,47 +633,25 @@ export class VerdictPublisher<V extends PublishableVerdict = PublishableVerdict>
         if (this.spool.length > 0) {
           const batch = this.spool.peek(this.batchSize);
           if (batch.length === 0) break;
-          // Highest id that is delivered for sure (JetStream: acked; core: skipped before any unconfirmed send).
-          let safeId = -1;
-          const unconfirmed: V[] = [];
-          try {
-            for (const r of batch) {
-              if (this.skip.delete(r.id)) {
-                if (unconfirmed.length === 0) safeId = r.id;
-                continue;
-              }
-              await this.sendOne(r.value);
-              if (this.jsc) {
-                this.delivered(r.value);
-                safeId = r.id;
-              } else {
-                unconfirmed.push(r.value);
-              }
-            }
-            await this.confirm();
-          } catch (err) {
+          // Records copied to the spool while in flight and delivered meanwhile are skipped.
+          const toSend = batch.filter((r) => !this.skip.delete(r.id));
+          const { done, error } = await this.sendBatch(toSend.map((r) => r.value));
+          for (let i = 0; i < done; i++) this.delivered(toSend[i]!.value);
+          if (error !== undefined) {
+            // Commit up to the last record before the first undelivered one.
+            const firstLeft = toSend[done]?.id ?? Infinity;
+            let safeId = -1;
+            for (const r of batch) if (r.id < firstLeft) safeId = r.id;
             if (safeId >= 0) this.spool.commit(safeId);
-            this.sendFailed(err);
+            this.sendFailed(error);
             return;
           }
-          for (const v of unconfirmed) this.delivered(v);
           this.spool.commit(batch[batch.length - 1]!.id);
         } else if (this.queue.length > 0) {
           const batch = this.queue.splice(0, this.batchSize);
           this.inflight = batch;
           this.inflightSpoolIds = undefined;
-          let done = 0;
-          let error: unknown;
-          try {
-            for (const v of batch) {
-              await this.sendOne(v);
-              if (this.jsc) done++;
-            }
-            await this.confirm();
-            done = batch.length;
-          } catch (err) {
-            error = err;
-          }
+          const { done, error } = await this.sendBatch(batch);
           const spilledIds = this.inflightSpoolIds;
           this.inflight = undefined;
           this.inflightSpoolIds = undefined;

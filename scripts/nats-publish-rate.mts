@@ -1,0 +1,11 @@
+import { startNatsServer } from '../test/fixtures/nats-server.js';
+import { VerdictPublisher } from '../src/streams/nats.js';
+import { mkdtempSync } from 'node:fs'; import { tmpdir } from 'node:os'; import { join } from 'node:path';
+const srv = await startNatsServer({ jetstream: true });
+const pub = await VerdictPublisher.create({ line: 'B', nats: { servers: srv.url }, spool: { dir: mkdtempSync(join(tmpdir(), 'sp-')) }, jetstream: { stream: 'FAIRLINE_B' } } as any);
+await pub.ready(5000);
+const t0 = performance.now();
+for (let i = 0; i < 2000; i++) pub.publish({ schema: 'fairline.verdict/v1', camera: 'c', seq: i, verdict: i % 5 ? 'pass' : 'reject', score: 0.1 } as any);
+await pub.flush(60000);
+console.log(`2000 verdicts to JetStream in ${(performance.now() - t0).toFixed(0)} ms: ${(2000 / ((performance.now() - t0) / 1000)).toFixed(0)} verdicts/s`);
+await pub.close(5000); await srv.stop();
