@@ -21,7 +21,7 @@ import {
   GREEN, RED, WHITE, composePanels, drawContour, drawText, heatmapImage, mapsRange, maskImage, overlay, solidImage, toF32,
   type HeatRange,
 } from './heatmap.js';
-import { METRIC_NAMES, itemName, type CategoryEvaluation, type EvalItem, type GatePoint, type MetricName, type PictureMode, type ThresholdChoice } from './evaluate.js';
+import { METRIC_NAMES, itemName, type CategoryEvaluation, type CategoryMetrics, type EvalItem, type MetricName, type PictureMode, type ThresholdChoice } from './evaluate.js';
 
 export const REPORT_SCHEMA = 'fairline.eval/v1';
 
@@ -38,20 +38,13 @@ export interface ReportItem {
 }
 
 /** One category's row (and its images). */
-export interface CategorySummary {
+export interface CategorySummary extends Pick<CategoryMetrics, MetricName> {
   category: string;
   layout: string;
   model: { id: string; dir?: string };
   size: number;
   images: { total: number; good: number; anomalous: number; scored: number; errors: number };
-  image_AUROC: number | null;
-  pixel_AUROC: number | null;
-  AUPRO: number | null;
-  image_F1Max: number | null;
-  gate: {
-    f1Max: GatePoint | null;
-    tprAtFpr1pct: GatePoint | null;
-    tprAtFpr01pct: GatePoint | null;
+  gate: CategoryMetrics['gate'] & {
     /** The verdicts' threshold and where it came from. */
     threshold: ThresholdChoice;
     falseRejectRate: number | null;

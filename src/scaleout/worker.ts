@@ -276,6 +276,8 @@ export class ScaleoutWorker {
       this.stopping = true;
       await this.done;
       await Promise.allSettled([...this.side]);
+      // No new dead-letter work once stopping (drain would still deliver queued advisories).
+      this.advisory?.unsubscribe();
       await this.nc.drain().catch(() => undefined);
     })();
     return this.stopped;
