@@ -84,6 +84,8 @@ export interface FairlineConfig {
   failSafe: 'reject' | 'pass';
   /** Overrides the model artefact's calibrated threshold. */
   threshold?: number;
+  /** What the deployment expects of the model (input size, channels): a mismatch stops start-up. */
+  expect?: { size?: number; channels?: number };
   nats: NatsConfig;
   metrics: { enabled: boolean; host: string; port: number };
   spool: { dir: string; maxBytes: number };
@@ -329,7 +331,7 @@ function parseNats(c: Checker, v: unknown): NatsConfig {
  */
 export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   const c = new Checker({ checkFiles: true, source: '<config>', ...opts });
-  const root = c.object(raw, '', ['line', 'station', 'model', 'backend', 'engine', 'cameras', 'batch', 'queueLimit', 'deadlineMs', 'failSafe', 'threshold', 'nats', 'metrics', 'spool']);
+  const root = c.object(raw, '', ['line', 'station', 'model', 'backend', 'engine', 'cameras', 'batch', 'queueLimit', 'deadlineMs', 'failSafe', 'threshold', 'expect', 'nats', 'metrics', 'spool']);
   if (!root) throw new ConfigValidationError(c.opts.source, c.problems);
 
   const line = c.string(root, 'line', '', { required: true, token: true });
@@ -340,6 +342,8 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   const deadlineMs = c.number(root, 'deadlineMs', '', { above: 0, max: 600_000 }) ?? 500;
   const failSafe = c.oneOf(root, 'failSafe', '', ['reject', 'pass'] as const, 'reject');
   const threshold = c.number(root, 'threshold', '');
+  const ex = c.object(root.expect, 'expect', ['size', 'channels'], false);
+  const expect = ex ? { size: c.number(ex, 'size', 'expect', { int: true, min: 16, max: 4096 }), channels: c.number(ex, 'channels', 'expect', { int: true, min: 1, max: 2 }) } : undefined;
   const queueLimit = c.number(root, 'queueLimit', '', { int: true, min: 0, max: 1000 }) ?? 1;
 
   const cameras: CameraConfig[] = [];
@@ -401,6 +405,7 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
     deadlineMs, failSafe: failSafe!, nats, metrics, spool,
   };
   if (threshold !== undefined) cfg.threshold = threshold;
+  if (expect) cfg.expect = Object.fromEntries(Object.entries(expect).filter(([, v]) => v !== undefined));
   return cfg;
 }
 

@@ -232,7 +232,7 @@ export async function startStation(opts: StationOptions): Promise<Station> {
         backend: cfg.backend,
         ...(cfg.threshold !== undefined ? { threshold: cfg.threshold } : {}),
         requireThreshold: needThreshold,
-        ...(opts.expect ? { expect: opts.expect } : {}),
+        ...(opts.expect ?? cfg.expect ? { expect: { ...cfg.expect, ...opts.expect } } : {}),
         log,
       }));
     if (!opts.model) cleanups.push(() => model.dispose());

@@ -263,9 +263,9 @@ describe('faults: bad configs and bad models', function () {
   });
 
   it('`fairline inspect` refuses corrupt and inconsistent models with exit 2 and a clear message, before any camera starts', async () => {
-    const cfgFor = (model: string): string => {
-      const p = join(dir, `inspect-${model.split('/').pop()}.yaml`);
-      writeFileSync(p, ['line: L1', 'station: S1', `model: ${model}`, 'metrics: { enabled: false }', 'cameras:', `  - { id: c, source: { type: images, dir: ${join(TEST_DIR, 'good')} } }`].join('\n'));
+    const cfgFor = (model: string, extra: string[] = []): string => {
+      const p = join(dir, `inspect-${model.split('/').pop()}${extra.length ? '-x' : ''}.yaml`);
+      writeFileSync(p, ['line: L1', 'station: S1', `model: ${model}`, ...extra, 'metrics: { enabled: false }', 'cameras:', `  - { id: c, source: { type: images, dir: ${join(TEST_DIR, 'good')} } }`].join('\n'));
       return p;
     };
     const variant = (name: string): string => {
@@ -300,7 +300,11 @@ describe('faults: bad configs and bad models', function () {
       [badSize, /ModelError \[bad_spec\]: model .*badsize: size 72 is not a positive multiple of 16/],
       [mismatch, /ModelError \[model_mismatch\]: model .*mismatch: weights are a UNet c=8, .* but model\.json says c=4/],
     ];
-    const runs = await Promise.all(expectations.map(([d]) => fairline(['inspect', '--config', cfgFor(d)])));
+    const configs = expectations.map(([d]) => cfgFor(d));
+    // 5. A good model, but not what this deployment expects (config `expect`).
+    expectations.push([modelDir, /ModelError \[model_mismatch\]: model .*: model input size is 64 but the configuration expects 256/]);
+    configs.push(cfgFor(modelDir, ['expect: { size: 256, channels: 1 }']));
+    const runs = await Promise.all(configs.map((c) => fairline(['inspect', '--config', c])));
     runs.forEach((r, i) => {
       const [d, says] = expectations[i]!;
       assert.equal(r.code, 2, `${d}: exit ${r.code}; ${r.stderr}`);
