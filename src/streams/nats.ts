@@ -245,6 +245,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export class VerdictPublisher<V extends PublishableVerdict = PublishableVerdict> {
   readonly line: string;
   private readonly isReject: (v: V) => boolean;
+  /** Aborts of JetStream batches in flight, called when the connection drops. */
+  private readonly onDown = new Set<() => void>();
   private readonly opts: VerdictPublisherOptions<V>;
   private readonly hooks: VerdictPublisherHooks<V>;
   private readonly spool: Spool<V>;
@@ -463,6 +465,8 @@ export class VerdictPublisher<V extends PublishableVerdict = PublishableVerdict>
       this.readyWaiters = [];
       this.kick();
     } else {
+      // PubAcks of a lost connection never come: fail what is in flight now, not at the timeout.
+      for (const abort of this.onDown) abort();
       this.spill();
     }
   }
@@ -589,11 +593,21 @@ export class VerdictPublisher<V extends PublishableVerdict = PublishableVerdict>
         return { done: 0, error };
       }
     }
-    const results = await Promise.allSettled(values.map((v) => this.sendOne(v)));
-    let done = 0;
-    while (done < results.length && results[done]!.status === 'fulfilled') done++;
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    return failed ? { done, error: failed.reason } : { done };
+    const acked = values.map(() => false);
+    let abort!: () => void;
+    const down = new Promise<'down'>((resolve) => (abort = () => resolve('down')));
+    this.onDown.add(abort);
+    try {
+      const sends = values.map((v, i) => this.sendOne(v).then(() => void (acked[i] = true)));
+      const outcome = await Promise.race([Promise.allSettled(sends), down]);
+      let done = 0;
+      while (done < acked.length && acked[done]) done++;
+      if (outcome === 'down') return { done, error: new SinkError('nats_disconnected', 'nats: connection lost with PubAcks outstanding') };
+      const failed = outcome.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      return failed ? { done, error: failed.reason } : { done };
+    } finally {
+      this.onDown.delete(abort);
+    }
   }
 
   /** Core NATS: the server has read everything before a successful flush. */
