@@ -6,7 +6,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { parseConfig, type FairlineConfig } from '../../src/config.js';
+import { expandEnv, parseConfig, type FairlineConfig } from '../../src/config.js';
 import { ModelError } from '../../src/errors.js';
 import { useBackend } from '../../src/model/backend.js';
 import { startStation, streamSink, type VerdictSink } from '../../src/runtime/station.js';
@@ -156,6 +156,17 @@ describe('runtime/station', function () {
       const c = parseConfig({ ...raw, cameras: parseYaml(cam) }, { baseDir: join(REPO_ROOT, 'deploy'), checkFiles: false });
       assert.equal(c.cameras.length, 1);
     }
+  });
+
+  it('the compose and Kubernetes configs in deploy/ are valid', () => {
+    const env = { FAIRLINE_NATS_PASSWORD: 'pw' };
+    const compose = parseConfig(expandEnv(parseYaml(readFileSync(join(REPO_ROOT, 'deploy', 'compose', 'config.yaml'), 'utf8')), '', env), { baseDir: '/', checkFiles: false });
+    assert.equal(compose.nats.pass, 'pw');
+    assert.equal(compose.metrics.host, '0.0.0.0');
+    const k8s = parseYaml(readFileSync(join(REPO_ROOT, 'deploy', 'k8s', 'fairline.yaml'), 'utf8').split(/^---$/m)[0]!) as { data: Record<string, string> };
+    const cfg = parseConfig(expandEnv(parseYaml(k8s.data['config.yaml']!), '', env), { baseDir: '/', checkFiles: false });
+    assert.deepEqual(cfg.cameras.map((c) => c.source.type), ['rtsp']);
+    assert.equal(cfg.nats.user, 'fairline');
   });
 
   it('writes JSON lines with the stdout sink', async () => {
