@@ -85,3 +85,41 @@ export function expectClose(actual: number, expected: number, tol: number, what 
   const lim = relative ? tol * Math.abs(expected) : tol;
   assert.ok(d <= lim, `${what}: ${actual} vs ${expected} (|diff| ${d} > ${lim})`);
 }
+
+/** What a CLI run printed and how it ended. */
+export interface CliRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Run `node bin/fairline.js ...` as an operator would (cpu backend, logs on). `onStdout` may act
+ * on the output so far, e.g. send a signal once the station reports it started.
+ */
+export async function runFairline(args: string[], opts: { onStdout?: (out: string, kill: (s: NodeJS.Signals) => void) => void; timeoutMs?: number } = {}): Promise<CliRun> {
+  const { spawn } = await import('node:child_process');
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'fairline.js'), ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, FAIRLINE_LOG: '', FAIRLINE_BACKEND: 'cpu' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '', stderr = '';
+    const t = setTimeout(() => {
+      p.kill('SIGKILL');
+      reject(new Error(`fairline ${args.join(' ')} timed out; stderr: ${stderr}`));
+    }, opts.timeoutMs ?? 40000);
+    p.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      opts.onStdout?.(stdout, (s) => p.kill(s));
+    });
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('exit', (code, signal) => {
+      clearTimeout(t);
+      // Let the pipes drain.
+      setTimeout(() => resolve({ code, signal, stdout, stderr }), 50);
+    });
+  });
+}

@@ -102,17 +102,8 @@ export async function importWeights(opts: ImportOptions): Promise<ImportResult> 
   return { manifest, spec, dropped };
 }
 
-interface ImportCliOptions {
-  weights: string;
-  out: string;
-  size?: number;
-  filter?: FilterKind;
-  cutoff?: number;
-  order?: number;
-  width?: number;
-  inChannels?: number;
-  name?: string;
-}
+/** The command's options are the function's. */
+type ImportCliOptions = ImportOptions;
 
 export function register(program: Command): void {
   program

@@ -5,7 +5,6 @@
  * message and exit code 2 before any camera starts.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, cpSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,7 +14,7 @@ import { saveModel, type ModelManifest } from '../../src/io/artefact.js';
 import { defaultSpec } from '../../src/model/types.js';
 import { createUNet } from '../../src/model/unet.js';
 import { unetToTorch } from '../../src/model/weights.js';
-import { REPO_ROOT } from '../helpers.js';
+import { runFairline } from '../helpers.js';
 import { makeModel, tempDir, TEST_DIR } from '../runtime/fixture.js';
 
 type Raw = Record<string, unknown>;
@@ -28,7 +27,6 @@ interface BadCase {
 }
 
 const cam0 = (c: Raw): Raw => (c.cameras as Raw[])[0]!;
-const src0 = (c: Raw): Raw => cam0(c).source as Raw;
 const section = (c: Raw, k: string): Raw => (c[k] ??= {}) as Raw;
 
 /** Cases for one key: each bad value with what the message must say. */
@@ -36,7 +34,6 @@ function values(path: string, set: (c: Raw, v: unknown) => void, bad: Array<[unk
   return bad.map(([v, says]) => ({ what: `${path} = ${typeof v === 'number' && !Number.isFinite(v) ? String(v) : JSON.stringify(v)}`, mutate: (c) => set(c, v), key, says }));
 }
 
-const TYPE = /expected|required|must/;
 const TOKEN = /must contain only letters, digits/;
 const UNKNOWN = /unknown key \(allowed: /;
 
@@ -153,27 +150,7 @@ function cases(dirs: { file: string; missing: string; folder: string }): BadCase
   return out;
 }
 
-/** Run `node bin/fairline.js ...` as an operator would. */
-function fairline(args: string[], timeoutMs = 40000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['bin/fairline.js', ...args], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, FAIRLINE_LOG: '', FAIRLINE_BACKEND: 'cpu' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '', stderr = '';
-    const t = setTimeout(() => {
-      p.kill('SIGKILL');
-      reject(new Error(`fairline ${args.join(' ')} timed out; stderr: ${stderr}`));
-    }, timeoutMs);
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('exit', (code) => {
-      clearTimeout(t);
-      setTimeout(() => resolve({ code, stdout, stderr }), 50);
-    });
-  });
-}
+const fairline = (args: string[]) => runFairline(args);
 
 /** Re-stamp model.json's own checksum, as a tool (or an attacker) that edits it on purpose would. */
 function restamp(dir: string, edit: (m: ModelManifest) => void): void {

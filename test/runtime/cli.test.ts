@@ -3,48 +3,17 @@
  * and SIGTERM, `fairline replay --nats`, `fairline calibrate`.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { readManifest } from '../../src/io/artefact.js';
 import type { Verdict } from '../../src/verdict.js';
-import { REPO_ROOT } from '../helpers.js';
+import { runFairline } from '../helpers.js';
 import { startNatsServer, type NatsServerHandle } from '../fixtures/nats-server.js';
 import { makeModel, tempDir, TEST_DIR } from './fixture.js';
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Start the CLI; `onStdout` may act on the output so far (e.g. send a signal). */
-function fairline(args: string[], onStdout?: (out: string, kill: (s: NodeJS.Signals) => void) => void, timeoutMs = 40000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, FAIRLINE_LOG: '', FAIRLINE_BACKEND: 'cpu' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '', stderr = '';
-    const t = setTimeout(() => {
-      p.kill('SIGKILL');
-      reject(new Error(`fairline ${args.join(' ')} timed out; stderr: ${stderr}`));
-    }, timeoutMs);
-    p.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      onStdout?.(stdout, (s) => p.kill(s));
-    });
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('exit', (code, signal) => {
-      clearTimeout(t);
-      // Let the pipes drain.
-      setTimeout(() => resolve({ code, signal, stdout, stderr }), 50);
-    });
-  });
-}
+/** Start the CLI (see runFairline in test/helpers.ts). */
+const fairline = (args: string[], onStdout?: (out: string, kill: (s: NodeJS.Signals) => void) => void, timeoutMs?: number) => runFairline(args, { onStdout, timeoutMs });
 
 describe('runtime/cli', function () {
   this.timeout(60000);
