@@ -19,7 +19,7 @@ import { updateManifest, type ModelManifest, type ThresholdInfo } from '../io/ar
 import { calibrateF1, calibrateNormalOnly, scoreStats, type ScoreStats } from '../thresholds.js';
 import { loadInspectModel, type EngineChoice, type RuntimeModel } from '../runtime/model.js';
 import { readLabels, replay, resolveReplayInput, type ReplayItem } from '../runtime/replay.js';
-import { floatOption, intOption, log, startBackend } from './common.js';
+import { floatOption, intOption, log, startBackend, type BackendCliOptions } from './common.js';
 import { backendOptions } from './inspect.js';
 
 /**
@@ -158,7 +158,7 @@ export async function calibrateModel(o: CalibrateOptions): Promise<CalibrationRe
   }
 }
 
-interface CalibrateCliOptions {
+interface CalibrateCliOptions extends BackendCliOptions {
   model: string;
   normal?: string;
   category?: string;
@@ -169,8 +169,6 @@ interface CalibrateCliOptions {
   batch: number;
   dryRun: boolean;
   json: boolean;
-  backend: string;
-  threads?: number;
 }
 
 export function register(program: Command): void {

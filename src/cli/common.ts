@@ -24,8 +24,14 @@ export function log(msg: string): void {
   process.stderr.write(`${msg}\n`);
 }
 
-export async function startBackend(opts: { backend?: string; threads?: number }): Promise<BackendInfo> {
+export async function startBackend(opts: Partial<BackendCliOptions>): Promise<BackendInfo> {
   return initBackend({ backend: (opts.backend ?? 'auto') as BackendName | 'auto', threads: opts.threads, log });
+}
+
+/** The values of {@link backendOptions}. */
+export interface BackendCliOptions {
+  backend: string;
+  threads?: number;
 }
 
 /** `--backend` / `--threads`: the options every compute command shares. */

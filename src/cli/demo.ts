@@ -12,7 +12,7 @@ import { connect as tcpConnect } from 'node:net';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { backendOptions, intOption, log, startBackend } from './common.js';
+import { backendOptions, intOption, log, startBackend, type BackendCliOptions } from './common.js';
 import { runEval } from './eval.js';
 import { train } from '../train/loop.js';
 import { loadInspectModel } from '../runtime/model.js';
@@ -24,15 +24,13 @@ const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const SAMPLE_ROOT = join(REPO, 'data', 'hazelnut_toy');
 const SHIPPED_MODEL = join(REPO, 'models', 'hazelnut-demo');
 
-interface DemoOptions {
+interface DemoOptions extends BackendCliOptions {
   train: boolean;
   epochs: number;
   out: string;
   model?: string;
   nats?: string;
   noNats: boolean;
-  backend: string;
-  threads?: number;
 }
 
 /** Is something listening at host:port? (Short timeout: the demo must not hang on a dead URL.) */

@@ -10,10 +10,10 @@ import { Option, type Command } from 'commander';
 import { loadInspectModel, type EngineChoice } from '../runtime/model.js';
 import { formatReport, replay } from '../runtime/replay.js';
 import { natsSink, type VerdictSink } from '../runtime/station.js';
-import { floatOption, intOption, log, startBackend } from './common.js';
+import { floatOption, intOption, log, startBackend, type BackendCliOptions } from './common.js';
 import { backendOptions } from './inspect.js';
 
-interface ReplayCliOptions {
+interface ReplayCliOptions extends BackendCliOptions {
   source: string;
   labels?: string;
   model: string;
@@ -28,8 +28,6 @@ interface ReplayCliOptions {
   batch: number;
   json: boolean;
   images: boolean;
-  backend: string;
-  threads?: number;
 }
 
 export function register(program: Command): void {

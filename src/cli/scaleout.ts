@@ -14,7 +14,7 @@ import type { NatsConnectOptions } from '../streams/nats.js';
 import { runIngest } from '../scaleout/ingest.js';
 import { checkCamera, checkLine } from '../scaleout/protocol.js';
 import { ScaleoutWorker } from '../scaleout/worker.js';
-import { floatOption, intOption, log, startBackend } from './common.js';
+import { floatOption, intOption, log, startBackend, type BackendCliOptions } from './common.js';
 import { backendOptions } from './inspect.js';
 
 interface NatsCliOptions {
@@ -71,7 +71,7 @@ interface IngestCliOptions extends NatsCliOptions {
   window: number;
 }
 
-interface WorkerCliOptions extends NatsCliOptions {
+interface WorkerCliOptions extends NatsCliOptions, BackendCliOptions {
   line: string;
   model: string;
   batch: number;
@@ -82,8 +82,6 @@ interface WorkerCliOptions extends NatsCliOptions {
   ackWait: number;
   maxDeliver: number;
   failSafe: 'reject' | 'pass';
-  backend: string;
-  threads?: number;
 }
 
 /** SIGTERM/SIGINT: first one stops gracefully, a second one exits at once. */

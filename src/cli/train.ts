@@ -1,12 +1,12 @@
 /** `fairline train`: train a FAIR model on the normal images of one category. */
 import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
-import { backendOptions, floatOption, intOption, log, startBackend } from './common.js';
+import { backendOptions, floatOption, intOption, log, startBackend, type BackendCliOptions } from './common.js';
 import { createProgress } from './progress.js';
 import { train } from '../train/loop.js';
 import type { FilterKind } from '../model/types.js';
 
-interface TrainCliOptions {
+interface TrainCliOptions extends BackendCliOptions {
   data: string;
   category: string;
   out: string;
@@ -25,8 +25,6 @@ interface TrainCliOptions {
   workers?: number;
   resume: boolean;
   json: boolean;
-  backend: string;
-  threads?: number;
 }
 
 export function register(program: Command): void {
