@@ -18,6 +18,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# onnxruntime-node's CPU build ships in its npm tarball; skip its optional CUDA download.
+# onnxruntime-node's CPU build ships in its npm tarball; its postinstall only downloads CUDA extras
+# from outside the npm registry. package.json "allowScripts" denies that script (npm 11); the
+# variable does the same for npm versions that ignore allowScripts.
 export ONNXRUNTIME_NODE_INSTALL=skip
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
