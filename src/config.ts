@@ -23,6 +23,8 @@
  * failSafe: reject
  * nats: { servers: [nats://127.0.0.1:4222], credsFile: secrets/station.creds, jetstream: { enabled: true } }
  * metrics: { port: 9464 }
+ * ui: { listen: 127.0.0.1:8080, token: "${FAIRLINE_UI_TOKEN}" }   # the operator page (src/ui/)
+ * record: { dir: captures, rejects: true, passEvery: 100, keepDays: 7, maxBytes: 2GiB }
  * ```
  */
 import { existsSync, statSync } from 'node:fs';
@@ -67,6 +69,28 @@ export interface NatsConfig {
   jetstream: { enabled: boolean; stream: string };
 }
 
+/** The operator page (src/ui/server.ts). */
+export interface UiConfig {
+  /** Where the page is served: 127.0.0.1 unless configured (`0.0.0.0:8080` exposes it on every interface). */
+  listen: { host: string; port: number };
+  /** Bearer token that allows review marks (`${ENV}` keeps it out of the file); absent = a read-only page. */
+  token?: string;
+}
+
+/** Reject capture (src/streams/recorder.ts): frames, verdicts and maps under `dir`, rotated by age and size. */
+export interface RecordConfig {
+  /** Capture folder (absolute after loading). */
+  dir: string;
+  /** Capture every reject (default true). */
+  rejects: boolean;
+  /** Also capture every N-th pass per camera (0 = none, the default). */
+  passEvery: number;
+  /** Unlabelled captures older than this are deleted (default 7). */
+  keepDays: number;
+  /** The folder never grows past this; the oldest captures go first (default 1 GiB). */
+  maxBytes: number;
+}
+
 export interface FairlineConfig {
   line: string;
   station: string;
@@ -89,6 +113,10 @@ export interface FairlineConfig {
   nats: NatsConfig;
   metrics: { enabled: boolean; host: string; port: number };
   spool: { dir: string; maxBytes: number };
+  /** The operator page; absent = not served. */
+  ui?: UiConfig;
+  /** Reject capture; absent = nothing captured. */
+  record?: RecordConfig;
 }
 
 /** A config that failed validation; `problems` lists every finding (`path: message`). */
@@ -186,6 +214,16 @@ class Checker {
       return dflt;
     }
     return v;
+  }
+
+  /** A byte count (`268435456`, `'256MiB'`) of at least `min` bytes. */
+  bytes(o: Obj, key: string, path: string, min: number): number | undefined {
+    const v = o[key];
+    if (v === undefined) return undefined;
+    const b = parseBytes(v);
+    if (b === undefined) return this.add(join(path, key), `expected a positive byte count like 268435456 or '256MiB', got ${describe(v)}`);
+    if (b < min) return this.add(join(path, key), `must be at least ${min} bytes (${min >= 2 ** 20 ? `${min / 2 ** 20}MiB` : `${min / 1024}KiB`}), got ${b}`);
+    return b;
   }
 
   /** A path relative to the config file, made absolute; `must` = 'file' | 'dir' | 'exists' | 'none'. */
@@ -326,12 +364,62 @@ function parseNats(c: Checker, v: unknown): NatsConfig {
 }
 
 /**
+ * A listen address: `127.0.0.1:8080`, `0.0.0.0:8080`, `[::1]:8080`, `localhost:8080`, or a bare
+ * port `8080` (host 127.0.0.1: the page shows camera pictures, so other interfaces are an
+ * explicit choice). Port 0 picks a free one. Undefined when `v` is not an address.
+ */
+export function parseListen(v: string): { host: string; port: number } | undefined {
+  const m = /^(?:(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):)?(\d{1,5})$/.exec(v.trim());
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port > 65535) return undefined;
+  return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
+}
+
+/** Shortest accepted `ui.token`: a guessable token would make the review marks anyone's. */
+export const MIN_UI_TOKEN_LENGTH = 16;
+
+function parseUi(c: Checker, v: unknown): UiConfig | undefined {
+  const o = c.object(v, 'ui', ['listen', 'token'], false);
+  if (!o) return undefined;
+  let listen = { host: '127.0.0.1', port: 8080 };
+  // A bare port may come as a YAML number.
+  const s = typeof o.listen === 'number' ? String(o.listen) : c.string(o, 'listen', 'ui');
+  if (s !== undefined) {
+    const l = parseListen(s);
+    if (l) listen = l;
+    else c.add('ui.listen', `'${s}' is not a listen address (host:port like 127.0.0.1:8080, [::1]:8080, or a port)`);
+  }
+  const ui: UiConfig = { listen };
+  const token = c.string(o, 'token', 'ui');
+  if (token !== undefined) {
+    if (token.length < MIN_UI_TOKEN_LENGTH) c.add('ui.token', `must be at least ${MIN_UI_TOKEN_LENGTH} characters (e.g. the output of 'openssl rand -hex 16'), got ${token.length}`);
+    else ui.token = token;
+  }
+  return ui;
+}
+
+function parseRecord(c: Checker, v: unknown, baseDir: string): RecordConfig | undefined {
+  const o = c.object(v, 'record', ['dir', 'rejects', 'passEvery', 'keepDays', 'maxBytes'], false);
+  if (!o) return undefined;
+  const record: RecordConfig = {
+    dir: c.path(o, 'dir', 'record', 'none') ?? resolve(baseDir, 'captures'),
+    rejects: c.boolean(o, 'rejects', 'record', true),
+    passEvery: c.number(o, 'passEvery', 'record', { int: true, min: 0 }) ?? 0,
+    keepDays: c.number(o, 'keepDays', 'record', { above: 0, max: 36500 }) ?? 7,
+    maxBytes: c.bytes(o, 'maxBytes', 'record', 2 ** 20) ?? 2 ** 30,
+  };
+  if (!record.rejects && record.passEvery === 0) c.add('record', 'captures nothing: set rejects: true or passEvery > 0 (or remove the section)');
+  return record;
+}
+
+/**
  * Validate a parsed config object, fill defaults and resolve paths.
  * @throws ConfigValidationError listing every problem.
  */
 export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   const c = new Checker({ checkFiles: true, source: '<config>', ...opts });
-  const root = c.object(raw, '', ['line', 'station', 'model', 'backend', 'engine', 'cameras', 'batch', 'queueLimit', 'deadlineMs', 'failSafe', 'threshold', 'expect', 'nats', 'metrics', 'spool']);
+  const root = c.object(raw, '', ['line', 'station', 'model', 'backend', 'engine', 'cameras', 'batch', 'queueLimit', 'deadlineMs', 'failSafe', 'threshold', 'expect', 'nats', 'metrics', 'spool', 'ui', 'record']);
   if (!root) throw new ConfigValidationError(c.opts.source, c.problems);
 
   const line = c.string(root, 'line', '', { required: true, token: true });
@@ -389,15 +477,11 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   };
 
   const so = c.object(root.spool, 'spool', ['dir', 'maxBytes'], false) ?? {};
-  let maxBytes = 256 * 2 ** 20;
-  if (so.maxBytes !== undefined) {
-    const b = parseBytes(so.maxBytes);
-    if (b === undefined) c.add('spool.maxBytes', `expected a positive byte count like 268435456 or '256MiB', got ${describe(so.maxBytes)}`);
-    // The spool's own minimum (src/streams/spool.ts): caught here so it names the key before start-up.
-    else if (b < 1024) c.add('spool.maxBytes', `must be at least 1024 bytes (1KiB), got ${b}`);
-    else maxBytes = b;
-  }
+  // The spool's own minimum (src/streams/spool.ts): caught here so it names the key before start-up.
+  const maxBytes = c.bytes(so, 'maxBytes', 'spool', 1024) ?? 256 * 2 ** 20;
   const spool = { dir: c.path(so, 'dir', 'spool', 'none') ?? resolve(opts.baseDir, 'spool'), maxBytes };
+  const ui = parseUi(c, root.ui);
+  const record = parseRecord(c, root.record, opts.baseDir);
 
   if (c.problems.length > 0) throw new ConfigValidationError(c.opts.source, c.problems);
   const cfg: FairlineConfig = {
@@ -406,6 +490,8 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   };
   if (threshold !== undefined) cfg.threshold = threshold;
   if (expect) cfg.expect = Object.fromEntries(Object.entries(expect).filter(([, v]) => v !== undefined));
+  if (ui) cfg.ui = ui;
+  if (record) cfg.record = record;
   return cfg;
 }
 

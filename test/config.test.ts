@@ -99,7 +99,7 @@ spool: { dir: spool, maxBytes: 64MiB }
     ['model not found', (c) => (c.model = 'models/nope'), `model: not found: ${'<dir>'}/models/nope`],
     ['expect.size not an integer', (c) => (c.expect = { size: 2.5 }), 'expect.size: expected integer, got 2.5'],
     ['unknown key in expect', (c) => (c.expect = { chans: 1 }), 'expect.chans: unknown key (allowed: size, channels)'],
-    ['unknown top-level key', (c) => (c.treshold = 0.5), 'treshold: unknown key (allowed: line, station, model, backend, engine, cameras, batch, queueLimit, deadlineMs, failSafe, threshold, expect, nats, metrics, spool)'],
+    ['unknown top-level key', (c) => (c.treshold = 0.5), 'treshold: unknown key (allowed: line, station, model, backend, engine, cameras, batch, queueLimit, deadlineMs, failSafe, threshold, expect, nats, metrics, spool, ui, record)'],
     ['bad engine', (c) => (c.engine = 'trt'), "engine: expected one of 'auto' | 'tfjs' | 'onnx', got 'trt'"],
     ['bad backend type', (c) => (c.backend = 3), "backend: expected one of 'auto' | 'tensorflow' | 'wasm' | 'cpu', got 3"],
     ['no cameras', (c) => (c.cameras = []), 'cameras: must list at least one camera'],
@@ -132,6 +132,16 @@ spool: { dir: spool, maxBytes: 64MiB }
     ['metrics port out of range', (c) => (c.metrics = { port: 70000 }), 'metrics.port: must be <= 65535, got 70000'],
     ['spool size unparsable', (c) => (c.spool = { maxBytes: 'lots' }), "spool.maxBytes: expected a positive byte count like 268435456 or '256MiB', got 'lots'"],
     ['camera not an object', (c) => (c.cameras[1] = 'cam1'), "cameras[1]: expected object, got 'cam1'"],
+    ['ui listen not an address', (c) => (c.ui = { listen: 'http://0.0.0.0:8080' }), "ui.listen: 'http://0.0.0.0:8080' is not a listen address (host:port like 127.0.0.1:8080, [::1]:8080, or a port)"],
+    ['ui port out of range', (c) => (c.ui = { listen: '127.0.0.1:80800' }), "ui.listen: '127.0.0.1:80800' is not a listen address (host:port like 127.0.0.1:8080, [::1]:8080, or a port)"],
+    ['ui token too short', (c) => (c.ui = { token: 'changeme' }), "ui.token: must be at least 16 characters (e.g. the output of 'openssl rand -hex 16'), got 8"],
+    ['unknown key in ui', (c) => (c.ui = { port: 8080 }), 'ui.port: unknown key (allowed: listen, token)'],
+    ['record passEvery negative', (c) => (c.record = { passEvery: -1 }), 'record.passEvery: must be >= 0, got -1'],
+    ['record keepDays zero', (c) => (c.record = { keepDays: 0 }), 'record.keepDays: must be > 0, got 0'],
+    ['record maxBytes too small', (c) => (c.record = { maxBytes: '64KiB' }), 'record.maxBytes: must be at least 1048576 bytes (1MiB), got 65536'],
+    ['record maxBytes unparsable', (c) => (c.record = { maxBytes: 'big' }), "record.maxBytes: expected a positive byte count like 268435456 or '256MiB', got 'big'"],
+    ['record captures nothing', (c) => (c.record = { rejects: false }), 'record: captures nothing: set rejects: true or passEvery > 0 (or remove the section)'],
+    ['record rejects as string', (c) => (c.record = { rejects: 'yes' }), "record.rejects: expected true or false, got 'yes'"],
   ];
   for (const [what, mutate, expected] of bad) {
     it(`rejects: ${what}`, () => {
@@ -150,6 +160,28 @@ spool: { dir: spool, maxBytes: 64MiB }
       );
     });
   }
+
+  it('reads ui (listen, token from the environment) and record, with defaults; neither is on unless configured', async () => {
+    assert.equal(parseConfig(base(), { baseDir: dir }).ui, undefined);
+    assert.equal(parseConfig(base(), { baseDir: dir }).record, undefined);
+    const d = parseConfig({ ...base(), ui: {}, record: {} }, { baseDir: dir });
+    assert.deepEqual(d.ui, { listen: { host: '127.0.0.1', port: 8080 } });
+    assert.deepEqual(d.record, { dir: join(dir, 'captures'), rejects: true, passEvery: 0, keepDays: 7, maxBytes: 2 ** 30 });
+    for (const [listen, host, port] of [['0.0.0.0:9090', '0.0.0.0', 9090], ['[::1]:8081', '::1', 8081], ['localhost:0', 'localhost', 0], ['8082', '127.0.0.1', 8082], [8083, '127.0.0.1', 8083]] as const) {
+      assert.deepEqual(parseConfig({ ...base(), ui: { listen } }, { baseDir: dir }).ui!.listen, { host, port }, String(listen));
+    }
+    const file = join(dir, 'ui.yaml');
+    writeFileSync(file, `line: L1\nstation: S3\nmodel: models/hazelnut\ncameras: [{ id: c, source: { type: synthetic } }]\nui: { listen: 127.0.0.1:8088, token: "\${UI_TOKEN_TEST}" }\nrecord: { dir: caps, passEvery: 50, keepDays: 0.5, maxBytes: 2GiB }\n`);
+    process.env.UI_TOKEN_TEST = '0123456789abcdef0123';
+    try {
+      const cfg = await loadConfig(file);
+      assert.deepEqual(cfg.ui, { listen: { host: '127.0.0.1', port: 8088 }, token: '0123456789abcdef0123' });
+      assert.deepEqual(cfg.record, { dir: join(dir, 'caps'), rejects: true, passEvery: 50, keepDays: 0.5, maxBytes: 2 * 2 ** 30 });
+    } finally {
+      delete process.env.UI_TOKEN_TEST;
+    }
+    await assert.rejects(loadConfig(file), (e: unknown) => e instanceof ConfigError && /ui\.token: environment variable UI_TOKEN_TEST is not set/.test(e.message));
+  });
 
   it('reports all problems of a config at once', () => {
     const cfg = { ...base(), engine: 'trt', cameras: [{ id: 'a.b', source: { type: 'gstreamer' } }], extra: 1 };
