@@ -1,6 +1,6 @@
 import { asyncScheduler, pipe, tap, type ObservableInput, type OperatorFunction, type SchedulerLike } from 'rxjs';
 import type { ImageF32 } from '../model/types.js';
-import type { DecodedFrame, Frame, ModelOutput } from '../streams/frame.js';
+import type { DecodedFrame, Frame, JudgedFrame, ModelOutput } from '../streams/frame.js';
 import type { Verdict } from '../verdict.js';
 import { batchFrames } from './batch.js';
 import { decodeFrames, type DecodeFn } from './decode.js';
@@ -31,6 +31,12 @@ export interface InspectHooks {
   onQueueDepth?(frames: number): void;
   /** A frame was dropped because the model was busy (live mode). */
   onDrop?(frame: Frame, reason: 'queue_full'): void;
+  /**
+   * A frame was scored and decided, just before its verdict is built: the source frame, the
+   * model-size image and the anomaly map, for reject capture and the operator page (which keep
+   * a reference only for the frames they show or record; nothing is copied here).
+   */
+  onJudged?(j: JudgedFrame): void;
   /** A verdict left the graph (including error and fail-safe verdicts). */
   onVerdict?(v: Verdict): void;
   /** A real verdict came after its fail-safe verdict. */
@@ -109,6 +115,9 @@ export function inspect(deps: InspectDeps): OperatorFunction<Frame, Verdict> {
       onDuration: (s) => hooks.onStageDuration?.('infer', s),
     }),
     thresholdScores(deps.threshold),
+    tap((r) => {
+      if (r.ok) hooks.onJudged?.(r.value);
+    }),
     toVerdicts(context),
   );
 

@@ -3,7 +3,7 @@ import { lastValueFrom, map, of, timer, toArray } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { inspect, type InspectModel } from '../../src/operators/inspect.js';
 import type { ImageF32 } from '../../src/model/types.js';
-import type { Frame } from '../../src/streams/frame.js';
+import type { Frame, JudgedFrame } from '../../src/streams/frame.js';
 import { isVerdict, verdictProblems, type Verdict } from '../../src/verdict.js';
 
 /** An 8x8 BGR frame; `patch` paints 2x2-pixel blocks bright (model-size cells of a 4x4 model). */
@@ -34,6 +34,7 @@ function outputs(images: ImageF32[]) {
 describe('inspect (full graph with injected decode and model)', () => {
   it('decides pass/reject with regions, and turns decode failures into error verdicts without stopping', async () => {
     const batches: number[] = [];
+    const judged: JudgedFrame[] = [];
     const model: InspectModel = { id: 'toy-1', inferBatch: async (imgs) => outputs(imgs) };
     const frames = [
       frame(1, 100),
@@ -49,12 +50,17 @@ describe('inspect (full graph with injected decode and model)', () => {
           decode, model, threshold: 0.5, mode: 'replay',
           context: { line: 'L1', station: 'S 2', now: () => 130 },
           batch: { maxSize: 4, maxWaitMs: 5 },
-          hooks: { onBatch: (n) => batches.push(n) },
+          hooks: { onBatch: (n) => batches.push(n), onJudged: (j) => judged.push(j) },
         }),
         toArray(),
       ),
     );
     const bySeq = new Map(verdicts.map((v) => [v.seq, v]));
+    // onJudged sees every scored frame with its source frame, model-size image and map, uncopied.
+    assert.deepEqual(judged.map((j) => [j.frame.seq, j.decision]), [[1, 'pass'], [2, 'reject'], [4, 'reject'], [6, 'pass']]);
+    assert.equal(judged[1]!.frame, frames[1]);
+    assert.equal(judged[1]!.map!.length, 16);
+    assert.equal(judged[1]!.image.width, 4);
     assert.equal(verdicts.length, 6);
     for (const v of verdicts) assert.deepEqual(verdictProblems(v), [], `seq ${v.seq}`);
     assert.deepEqual([1, 2, 3, 4, 5, 6].map((s) => bySeq.get(s)!.verdict), ['pass', 'reject', 'error', 'reject', 'error', 'pass']);
