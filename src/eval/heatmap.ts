@@ -78,6 +78,12 @@ export function mapsRange(maps: Iterable<ArrayLike<number>>): HeatRange {
   return { lo, hi: hi > lo ? hi : lo + 1e-12 };
 }
 
+/** `range` anchored at `threshold` (its `centre`) when the threshold lies strictly inside it; else plain min-max. */
+export function anchorAt(range: HeatRange, threshold: number | null | undefined): HeatRange {
+  const { lo, hi } = range;
+  return threshold !== null && threshold !== undefined && threshold > lo && threshold < hi ? { lo, hi, centre: threshold } : { lo, hi };
+}
+
 function checkMap(map: ArrayLike<number>, width: number, height: number, what: string): void {
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1 || map.length !== width * height) {
     throw new BadInputError('bad_map', `${what}: ${map.length} values do not make a ${width}x${height} map`);
@@ -137,6 +143,19 @@ export function drawContour(img: ImageF32, map: ArrayLike<number>, threshold: nu
     }
   }
   return n;
+}
+
+/**
+ * The heatmap overlay of eval's pictures and of the operator page's reject cards: `map` coloured
+ * with {@link jet} under `range`, blended half over `input` (same size), with the outline of
+ * `map >= threshold` (the reject verdict's defect regions) in white.
+ * @example
+ * const pic = heatOverlay(input, map, anchorAt(mapsRange([map]), 0.42), 0.42);
+ */
+export function heatOverlay(input: ImageF32, map: ArrayLike<number>, range: HeatRange, threshold: number | null): ImageF32 {
+  const heat = overlay(input, heatmapImage(map, input.width, input.height, range), 0.5);
+  if (threshold !== null) drawContour(heat, map, threshold, WHITE);
+  return heat;
 }
 
 /** A 1-channel mask in [0, 1] as a gray 3-channel image. */

@@ -18,7 +18,7 @@ import { BadInputError } from '../errors.js';
 import { encodePng } from '../io/image.js';
 import type { ImageF32 } from '../model/types.js';
 import {
-  GREEN, RED, WHITE, composePanels, drawContour, drawText, heatmapImage, mapsRange, maskImage, overlay, solidImage, toF32,
+  GREEN, RED, WHITE, anchorAt, composePanels, drawText, heatOverlay, mapsRange, maskImage, solidImage, toF32,
   type HeatRange,
 } from './heatmap.js';
 import { METRIC_NAMES, itemName, type CategoryEvaluation, type CategoryMetrics, type EvalItem, type MetricName, type PictureMode, type ThresholdChoice } from './evaluate.js';
@@ -71,9 +71,7 @@ export interface EvalReport {
 
 /** The per-category normalisation of the heatmaps (see the module comment). */
 export function categoryHeatRange(ev: Pick<CategoryEvaluation, 'items' | 'threshold'>): HeatRange {
-  const range = mapsRange(ev.items.filter((it) => it.map).map((it) => it.map!));
-  const t = ev.threshold.value;
-  return t !== null && t > range.lo && t < range.hi ? { ...range, centre: t } : range;
+  return anchorAt(mapsRange(ev.items.filter((it) => it.map).map((it) => it.map!)), ev.threshold.value);
 }
 
 const fmt = (v: number | null | undefined, digits = 4): string => (v === null || v === undefined ? '-' : v.toFixed(digits));
@@ -87,8 +85,7 @@ export function renderPicture(item: EvalItem, category: string, size: number, ra
   if (!item.input || !item.map) throw new BadInputError('bad_picture', `renderPicture: ${item.path} has no kept input or anomaly map (evaluate with pictures enabled)`);
   const input = toF32(item.input);
   const restored = item.restored ? toF32(item.restored) : solidImage(size, size, [0.3, 0.3, 0.3]);
-  const heat = overlay(input, heatmapImage(item.map, size, size, range), 0.5);
-  if (threshold !== null) drawContour(heat, item.map, threshold, WHITE);
+  const heat = heatOverlay(input, item.map, range, threshold);
   let gt: ImageF32;
   if (item.mask) gt = maskImage(item.mask, size, size);
   else {
