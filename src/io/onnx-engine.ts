@@ -17,7 +17,7 @@ import { cpus } from 'node:os';
 import { BackendError, BadInputError, ConfigError } from '../errors.js';
 
 /** The slice of onnxruntime-node's API used here (typed locally: the package is optional). */
-interface OrtTensor {
+export interface OrtTensor {
   readonly dims: readonly number[];
   readonly data: unknown;
   dispose?(): void;
@@ -27,15 +27,15 @@ interface OrtValueMetadata {
   isTensor: boolean;
   shape?: ReadonlyArray<number | string>;
 }
-interface OrtSession {
+export interface OrtSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
   readonly inputMetadata?: readonly OrtValueMetadata[];
-  run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
+  run(feeds: Record<string, OrtTensor>, fetches?: Record<string, OrtTensor | null>): Promise<Record<string, OrtTensor>>;
   release(): Promise<void>;
 }
-interface OrtModule {
-  InferenceSession: { create(model: string | Uint8Array, options: Record<string, unknown>): Promise<OrtSession> };
+export interface OrtModule {
+  InferenceSession: { create(model: string | Uint8Array, options?: Record<string, unknown>): Promise<OrtSession> };
   Tensor: new (type: 'float32', data: Float32Array, dims: readonly number[]) => OrtTensor;
   listSupportedBackends?: () => { name: string; bundled: boolean }[];
   env?: { versions?: Record<string, string> };
@@ -45,7 +45,7 @@ let ortPromise: Promise<OrtModule | undefined> | undefined;
 let ortLoadError: string | undefined;
 
 /** Import onnxruntime-node once; undefined (with the reason kept) when it cannot load. */
-async function loadOrt(): Promise<OrtModule | undefined> {
+export async function loadOrt(): Promise<OrtModule | undefined> {
   ortPromise ??= (async () => {
     try {
       // A variable specifier keeps tsc from requiring the optional package at compile time.

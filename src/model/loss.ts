@@ -14,47 +14,14 @@
 import * as tf from '@tensorflow/tfjs';
 import { BadInputError } from '../errors.js';
 
-/** Window side and sigma of DRAEM's SSIM. */
-export const SSIM_WINDOW = 11;
-export const SSIM_SIGMA = 1.5;
+export { SSIM_WINDOW, SSIM_SIGMA, gaussian1d, ssimRange } from './ssim-window.js';
+import { SSIM_WINDOW, gaussian1d, ssimRange } from './ssim-window.js';
 
 /** The three scalars of the FAIR loss; the caller owns (and disposes) them. */
 export interface FairLoss {
   loss: tf.Scalar;
   mse: tf.Scalar;
   ssimLoss: tf.Scalar;
-}
-
-/**
- * Normalised 1-D Gaussian of `size` taps (DRAEM's `gaussian()`); the 2-D window is its outer
- * product.
- *
- * @example
- * gaussian1d(11, 1.5).reduce((a, b) => a + b) // 1 (up to rounding)
- */
-export function gaussian1d(size = SSIM_WINDOW, sigma = SSIM_SIGMA): Float64Array {
-  const g = new Float64Array(size);
-  const c = Math.floor(size / 2);
-  let sum = 0;
-  for (let i = 0; i < size; i++) {
-    g[i] = Math.exp(-((i - c) ** 2) / (2 * sigma * sigma));
-    sum += g[i]!;
-  }
-  for (let i = 0; i < size; i++) g[i]! /= sum;
-  return g;
-}
-
-/**
- * DRAEM's dynamic range L from the prediction's extremes (a host-side decision in PyTorch too:
- * `torch.max(img1) > 128` is a Python bool).
- *
- * @example
- * ssimRange(0.9, -0.6) // 2
- */
-export function ssimRange(maxPred: number, minPred: number): number {
-  const maxVal = maxPred > 128 ? 255 : 1;
-  const minVal = minPred < -0.5 ? -1 : 0;
-  return maxVal - minVal;
 }
 
 function checkPair(pred: tf.Tensor, target: tf.Tensor): void {

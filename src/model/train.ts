@@ -32,6 +32,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BadInputError, ConfigError, ModelError } from '../errors.js';
 import { fairLoss } from './loss.js';
 import type { BatchStat, UNet } from './unet.js';
+import { tfValuesFromTorch, unetToTorch, type TorchTensors } from './weights.js';
 
 export interface TrainerOptions {
   /** Base learning rate (1e-4). */
@@ -48,21 +49,8 @@ export interface TrainerOptions {
   gamma?: number;
 }
 
-/** Loss values of one step (the batch-weighted mean over micro-batches). */
-export interface StepResult {
-  loss: number;
-  mse: number;
-  ssimLoss: number;
-}
-
-/** Serialisable optimiser state: Adam moments by state_dict name, in TF layout. */
-export interface TrainerState {
-  /** Number of Adam steps taken (PyTorch's `state['step']`). */
-  step: number;
-  epoch: number;
-  m: Map<string, Float32Array>;
-  v: Map<string, Float32Array>;
-}
+export type { StepResult, TrainerState } from './training-engine.js';
+import type { StepResult, TrainerState, TrainingEngine } from './training-engine.js';
 
 /** Gradients of one batch plus the pooled BN statistics (see `Trainer.computeGradients`). */
 export interface BatchGradients extends StepResult {
@@ -109,24 +97,8 @@ export function poolBatchStats(parts: readonly Map<string, BatchStat>[]): Map<st
   return out;
 }
 
-/**
- * PyTorch MultiStepLR(milestones=[0.8E, 0.9E], gamma) as FAIR uses it, for 0-based `epoch`.
- *
- * Faithful by default: PyTorch decays when the integer epoch counter *equals* a milestone, so a
- * float milestone that is not a whole number never fires (E = 1: 0.8; E = 70: 56.00000000000001),
- * and then the lr stays at its base value. `integerMilestones` (the corrected variant) uses
- * `floor(4E/5)` and `floor(9E/10)` instead, which always decays twice. For E = 800 or 400 both agree.
- *
- * @example
- * multiStepLr(640, 800) // 2e-5
- */
-export function multiStepLr(epoch: number, epochs: number, lr = 1e-4, gamma = 0.2, integerMilestones = false): number {
-  const milestones = integerMilestones
-    ? [Math.floor((4 * epochs) / 5), Math.floor((9 * epochs) / 10)]
-    : [epochs * 0.8, epochs * 0.9].filter((m) => Number.isInteger(m) && m > 0);
-  const passed = milestones.filter((m) => epoch >= m).length;
-  return lr * gamma ** passed;
-}
+export { multiStepLr } from './schedule.js';
+import { multiStepLr } from './schedule.js';
 
 /**
  * Trains a UNet in place. Call `step` once per batch; set `epoch` at the start of each epoch
@@ -349,5 +321,68 @@ export class Trainer {
     if (n !== tn || h !== th || w !== tw || tc !== this.unet.spec.outChannels) {
       throw new BadInputError('bad_shape', `target [${target.shape.join(',')}] does not match input [${x.shape.join(',')}] with ${this.unet.spec.outChannels} channels`);
     }
+  }
+}
+
+/**
+ * The tfjs engine behind the {@link TrainingEngine} interface: a {@link UNet} and its
+ * {@link Trainer}, on whatever tfjs backend is active. Owns both.
+ */
+export class TfjsTrainer implements TrainingEngine {
+  readonly name: string;
+
+  constructor(readonly unet: UNet, readonly trainer: Trainer) {
+    this.name = `tfjs-${tf.getBackend()}`;
+  }
+
+  get epoch(): number {
+    return this.trainer.epoch;
+  }
+
+  set epoch(e: number) {
+    this.trainer.epoch = e;
+  }
+
+  get stepCount(): number {
+    return this.trainer.stepCount;
+  }
+
+  lrForEpoch(epoch: number): number {
+    return this.trainer.lrForEpoch(epoch);
+  }
+
+  async step(x: Float32Array, target: Float32Array, n: number): Promise<StepResult> {
+    const S = Math.round(Math.sqrt(x.length / (n * this.unet.spec.inChannels)));
+    const xt = tf.tensor4d(x, [n, S, S, this.unet.spec.inChannels]);
+    const yt = tf.tensor4d(target, [n, S, S, this.unet.spec.outChannels]);
+    try {
+      return await this.trainer.step(xt, yt);
+    } finally {
+      xt.dispose();
+      yt.dispose();
+    }
+  }
+
+  weights(): TorchTensors {
+    return unetToTorch(this.unet);
+  }
+
+  getState(): TrainerState {
+    return this.trainer.getState();
+  }
+
+  setState(state: TrainerState, weights?: TorchTensors): void {
+    if (weights) {
+      const values = tfValuesFromTorch(weights, this.unet.spec);
+      tf.tidy(() => {
+        for (const [name, v] of this.unet.params) v.assign(tf.tensor(values.get(name)!, v.shape));
+      });
+    }
+    this.trainer.setState(state);
+  }
+
+  dispose(): void {
+    this.trainer.dispose();
+    this.unet.dispose();
   }
 }

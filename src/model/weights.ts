@@ -106,6 +106,16 @@ export function inferUNetSpec(tensors: TorchTensors): UNetSpec {
  */
 export function unetFromTorch(tensors: TorchTensors, spec?: UNetSpec): UNet {
   const s = spec ?? inferUNetSpec(tensors);
+  return new UNet(s, tfValuesFromTorch(tensors, s));
+}
+
+/**
+ * Check a PyTorch state_dict against the UNet of `spec` and convert it to TF layout (conv HWIO),
+ * keyed by state_dict name. Pure (typed arrays): the tfjs engine's input format.
+ *
+ * @throws ModelError naming every missing key, unknown key or wrongly shaped tensor.
+ */
+export function tfValuesFromTorch(tensors: TorchTensors, s: UNetSpec): Map<string, Float32Array> {
   const defs = paramDefs(s);
   const known = new Set(defs.map((d) => d.name));
   const bnPrefixes = new Set(defs.filter((d) => d.name.endsWith('.running_mean')).map((d) => d.name.slice(0, -'.running_mean'.length)));
@@ -135,7 +145,7 @@ export function unetFromTorch(tensors: TorchTensors, spec?: UNetSpec): UNet {
     if (badShape.length) parts.push(`wrong shape: ${badShape.join(', ')}`);
     throw new ModelError('bad_weights', `state_dict does not match UNet ${JSON.stringify(s)}; ${parts.join('; ')}`);
   }
-  return new UNet(s, values);
+  return values;
 }
 
 /**
@@ -144,11 +154,21 @@ export function unetFromTorch(tensors: TorchTensors, spec?: UNetSpec): UNet {
  * (no `num_batches_tracked`). Reads the variables synchronously.
  */
 export function unetToTorch(unet: UNet): TorchTensors {
-  const out: TorchTensors = {};
+  const values = new Map<string, Float32Array>();
   for (const d of paramDefs(unet.spec)) {
     const v = unet.params.get(d.name);
     if (!v) throw new ModelError('bad_model', `UNet has no parameter ${d.name}`);
-    const data = v.dataSync() as Float32Array;
+    values.set(d.name, v.dataSync() as Float32Array);
+  }
+  return torchFromTfValues(values, unet.spec);
+}
+
+/** TF-layout values by state_dict name (as {@link tfValuesFromTorch} returns) -> a PyTorch state_dict (copies). */
+export function torchFromTfValues(values: ReadonlyMap<string, Float32Array>, spec: UNetSpec): TorchTensors {
+  const out: TorchTensors = {};
+  for (const d of paramDefs(spec)) {
+    const data = values.get(d.name);
+    if (!data) throw new ModelError('bad_model', `UNet has no parameter ${d.name}`);
     if (d.shape.length === 4) {
       const [kh, kw, i, o] = d.shape as [number, number, number, number];
       out[d.name] = { shape: [o, i, kh, kw], data: hwioToOihw(data, kh, kw, i, o) };
