@@ -24,6 +24,13 @@ export interface FairlineMetrics {
   sourceUp: Gauge<'camera'>;
   sourceReconnects: Counter<'camera'>;
   spoolDepth: Gauge;
+  /** Reject capture and the operator page (src/streams/recorder.ts, src/ui/). */
+  captures: Counter<'camera' | 'verdict'>;
+  capturesDropped: Counter<'reason'>;
+  captureBytes: Gauge;
+  uiClients: Gauge;
+  uiUpdatesDropped: Counter;
+  reviewMarks: Counter<'label'>;
 }
 
 export interface MetricsOptions {
@@ -66,6 +73,12 @@ export function createMetrics(registry: Registry = new Registry(), opts: Metrics
     sourceUp: new Gauge({ name: 'fairline_source_up', help: '1 while the source delivers frames, 0 while it is down.', labelNames: ['camera'], registers }),
     sourceReconnects: new Counter({ name: 'fairline_source_reconnects_total', help: 'Source reconnect attempts.', labelNames: ['camera'], registers }),
     spoolDepth: new Gauge({ name: 'fairline_spool_depth', help: 'Verdicts spooled on disk waiting for NATS.', registers }),
+    captures: new Counter({ name: 'fairline_captures_total', help: 'Frames captured into record.dir (rejects and sampled passes).', labelNames: ['camera', 'verdict'], registers }),
+    capturesDropped: new Counter({ name: 'fairline_captures_dropped_total', help: 'Captures not written, by reason (queue_full: the disk is too slow; disk_full; write_error; too_large; bad_frame; closed).', labelNames: ['reason'], registers }),
+    captureBytes: new Gauge({ name: 'fairline_capture_bytes', help: 'Bytes of captures in record.dir.', registers }),
+    uiClients: new Gauge({ name: 'fairline_ui_clients', help: 'Operator pages connected (event streams).', registers }),
+    uiUpdatesDropped: new Counter({ name: 'fairline_ui_updates_dropped_total', help: 'Operator page updates not sent to a browser that was not reading.', registers }),
+    reviewMarks: new Counter({ name: 'fairline_review_marks_total', help: 'Captures marked on the operator page, by label.', labelNames: ['label'], registers }),
   };
 }
 

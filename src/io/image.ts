@@ -204,3 +204,42 @@ export async function encodePng(img: ImageU8 | ImageF32, path?: string): Promise
   if (path) await writeFile(path, png);
   return png;
 }
+
+/** A frame's picture as a file: bytes, file extension and MIME type. */
+export interface FramePicture {
+  data: Buffer;
+  ext: 'png' | 'jpg';
+  type: 'image/png' | 'image/jpeg';
+}
+
+/**
+ * A camera frame at its source resolution as an image file, for reject capture and the operator
+ * page: PNG and JPEG payloads unchanged (no second compression), other encoded formats and raw
+ * rgb / bgr / gray pixels as lossless PNG. The channel swap and the compression run in libvips'
+ * threads, not on the event loop.
+ *
+ * @example
+ * const pic = await encodeFramePicture(frame.payload); // { data, ext: 'png', type: 'image/png' }
+ * @throws BadInputError for a payload that is neither a known raw format of the right size nor a decodable image.
+ */
+export async function encodeFramePicture(p: { data: Uint8Array; width: number; height: number; format: string }): Promise<FramePicture> {
+  const buf = Buffer.from(p.data.buffer, p.data.byteOffset, p.data.byteLength);
+  if (p.format === 'encoded') {
+    if (buf.length >= 8 && buf.readUInt32BE(0) === 0x89504e47) return { data: buf, ext: 'png', type: 'image/png' };
+    if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) return { data: buf, ext: 'jpg', type: 'image/jpeg' };
+    try {
+      const data = await sharp(buf, { failOn: 'error', limitInputPixels: MAX_PIXELS }).png().toBuffer();
+      return { data, ext: 'png', type: 'image/png' };
+    } catch (err) {
+      throw decodeError('<frame>', err);
+    }
+  }
+  const channels = p.format === 'gray' ? 1 : p.format === 'rgb' || p.format === 'bgr' ? 3 : 0;
+  if (channels === 0) throw new BadInputError('unsupported_image', `frame picture: unknown format '${p.format}'`);
+  if (!(p.width > 0 && p.height > 0) || buf.length !== p.width * p.height * channels)
+    throw new BadInputError('wrong_size', `frame picture: ${buf.length} bytes for ${p.format} ${p.width}x${p.height}`);
+  let img = sharp(buf, { raw: { width: p.width, height: p.height, channels: channels as 1 | 3 } });
+  if (p.format === 'bgr') img = img.recomb([[0, 0, 1], [0, 1, 0], [1, 0, 0]]);
+  const data = await img.toColourspace(channels === 1 ? 'b-w' : 'srgb').png().toBuffer();
+  return { data, ext: 'png', type: 'image/png' };
+}

@@ -20,6 +20,7 @@ import { createMetrics, metricsHooks, serveMetrics, type FairlineMetrics, type M
 import { inspect, type InspectHooks } from '../operators/inspect.js';
 import type { Frame } from '../streams/frame.js';
 import { VerdictPublisher, type NatsConnectOptions, type PublisherStats } from '../streams/nats.js';
+import { startOperatorView } from '../ui/view.js';
 import { gateRejects, type Verdict, type VerdictKind } from '../verdict.js';
 import { frameDecoder, loadInspectModel, type ModelExpectation, type RuntimeModel } from './model.js';
 import { cameraSource } from './sources.js';
@@ -183,6 +184,8 @@ export interface Station {
   readonly metrics: FairlineMetrics;
   /** `http://127.0.0.1:9464/metrics`, when served. */
   readonly metricsUrl: string | undefined;
+  /** The operator page (config `ui`), when served. */
+  readonly uiUrl: string | undefined;
   readonly sink: VerdictSink;
   /** Resolves once the station has stopped (sources ended or stop()). */
   readonly done: Promise<StationSummary>;
@@ -248,6 +251,15 @@ export async function startStation(opts: StationOptions): Promise<Station> {
       log(`metrics: ${server.url}`);
     }
 
+    // 2b. The operator page and reject capture (config `ui`, `record`; src/ui/view.ts).
+    const view = await startOperatorView({
+      line: cfg.line, station: cfg.station, model, metrics, log,
+      cameras: cfg.cameras.map((c) => ({ id: c.id, mode: c.mode, threshold: c.threshold ?? cfg.threshold ?? model.threshold ?? NaN })),
+      ...(cfg.ui ? { ui: cfg.ui } : {}),
+      ...(cfg.record ? { record: cfg.record } : {}),
+    });
+    cleanups.push(() => view.close());
+
     // 3. Sink.
     let sink: VerdictSink;
     if (typeof opts.sink === 'object') sink = opts.sink;
@@ -275,18 +287,18 @@ export async function startStation(opts: StationOptions): Promise<Station> {
       const threshold = cam.threshold ?? cfg.threshold ?? model.threshold;
       if (threshold === undefined) throw new ModelError('no_threshold', `camera ${cam.id}: no threshold (model ${model.id} is not calibrated and the config sets none)`);
       const run: CameraRun = { cam, summary, inFlight: 0, ended: Promise.resolve() };
-      const hooks: InspectHooks = {
+      const hooks: InspectHooks = view.inspectHooks({
         ...mh,
         onFrame: (f: Frame) => {
           summary.frames++;
           run.inFlight++;
           mh.onFrame?.(f);
         },
-      };
+      });
       const frames$ = cameraSource(cam, {
         ack$,
         window: 2 * cfg.batch.maxSize + 2,
-        hooks: {
+        hooks: view.sourceHooks({
           onUp: (c) => {
             metrics.sourceUp.set({ camera: c }, 1);
             log(`camera ${c}: up`);
@@ -300,7 +312,7 @@ export async function startStation(opts: StationOptions): Promise<Station> {
             log(`camera ${c}: reconnect attempt ${attempt} in ${delay} ms`);
           },
           onDrop: (c, n) => metrics.framesDropped.inc({ camera: c, reason: 'source' }, n),
-        },
+        }),
       });
       const graph = inspect({
         decode,
@@ -335,10 +347,12 @@ export async function startStation(opts: StationOptions): Promise<Station> {
             summary.error = `${e.code}: ${e.message}`;
             metrics.sourceUp.set({ camera: cam.id }, 0);
             log(`camera ${cam.id}: stopped with ${e.name} [${e.code}]: ${e.message}`);
+            view.ended(cam.id, summary.error);
             resolve();
           },
           complete: () => {
             metrics.sourceUp.set({ camera: cam.id }, 0);
+            view.ended(cam.id);
             resolve();
           },
         });
@@ -406,7 +420,7 @@ export async function startStation(opts: StationOptions): Promise<Station> {
     }
     log(`station ${cfg.line}/${cfg.station}: ${cfg.cameras.length} camera(s) started (${cfg.cameras.map((c) => `${c.id}:${c.source.type}/${c.mode}`).join(', ')})`);
 
-    return { model, metrics, metricsUrl: server?.url, sink, done, stop };
+    return { model, metrics, metricsUrl: server?.url, uiUrl: view.url, sink, done, stop };
   } catch (err) {
     await cleanup();
     throw err;

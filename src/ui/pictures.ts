@@ -1,0 +1,50 @@
+/**
+ * The pictures of a reject card, rendered on the station when a page first asks for one and then
+ * kept with the card (so ten browsers cost one rendering): the heatmap overlay exactly as eval's
+ * pictures draw it (src/eval/heatmap.ts `heatOverlay`: JET over the model-size input, anchored at
+ * the threshold, white outline = the defect regions), the model-size input, and the frame at
+ * source resolution (from memory, or from its capture file once the recorder has it).
+ */
+import { readFile } from 'node:fs/promises';
+import { BadInputError } from '../errors.js';
+import { anchorAt, heatOverlay, mapsRange } from '../eval/heatmap.js';
+import { encodeFramePicture, encodePng } from '../io/image.js';
+import type { Card } from './live.js';
+
+export const PICTURE_KINDS = ['overlay', 'input', 'frame'] as const;
+export type PictureKind = (typeof PICTURE_KINDS)[number];
+
+export interface Picture {
+  data: Buffer;
+  type: string;
+}
+
+async function render(card: Card, kind: PictureKind): Promise<Picture> {
+  const d = card.data;
+  if (kind === 'frame') {
+    if (d?.payload) return encodeFramePicture(d.payload);
+    const file = card.capture?.frame;
+    if (file) return { data: await readFile(file), type: /\.jpe?g$/i.test(file) ? 'image/jpeg' : 'image/png' };
+    // The frame itself is gone (memory bound, not captured): the model's view of it is what is left.
+    kind = 'input';
+  }
+  if (!d) throw new BadInputError('no_picture', `card ${card.id}: no pixels kept for it`);
+  if (kind === 'input') return { data: await encodePng(d.image), type: 'image/png' };
+  if (!d.map) throw new BadInputError('no_picture', `card ${card.id}: the model gave no anomaly map`);
+  const t = card.verdict.threshold;
+  return { data: await encodePng(heatOverlay(d.image, d.map, anchorAt(mapsRange([d.map]), t), t)), type: 'image/png' };
+}
+
+/**
+ * A card's picture, rendered once (a failed rendering is not kept, so it can be retried).
+ * @throws BadInputError (`no_picture`) when the card holds nothing to draw it from.
+ */
+export function cardPicture(card: Card, kind: PictureKind): Promise<Picture> {
+  let p = card.pictures.get(kind);
+  if (!p) {
+    p = render(card, kind);
+    card.pictures.set(kind, p);
+    p.catch(() => card.pictures.delete(kind));
+  }
+  return p;
+}
