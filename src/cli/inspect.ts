@@ -8,9 +8,9 @@
  * backend error at start (printed by src/cli/main.ts).
  */
 import { readFileSync } from 'node:fs';
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { parse as parseYaml } from 'yaml';
-import { loadConfig } from '../config.js';
+import { loadConfig, parseListen } from '../config.js';
 import { loadInspectModel } from '../runtime/model.js';
 import { startStation, type StationSummary } from '../runtime/station.js';
 import { backendOptions, log } from './common.js';
@@ -30,6 +30,15 @@ export function configMentionsNats(file: string): boolean {
   }
 }
 
+/** `--ui ADDR`: a listen address (`127.0.0.1:8080`, `0.0.0.0:8080`, `[::1]:8080` or a port). */
+export function listenOption(name: string): (v: string) => { host: string; port: number } {
+  return (v) => {
+    const l = parseListen(v);
+    if (!l) throw new InvalidArgumentError(`${name} must be host:port (127.0.0.1:8080, [::1]:8080) or a port, got '${v}'`);
+    return l;
+  };
+}
+
 /** One line per camera for the log. */
 export function formatSummary(s: StationSummary): string {
   const cams = Object.entries(s.cameras).map(
@@ -45,6 +54,7 @@ interface InspectCliOptions {
   backend?: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
   check: boolean;
   drainTimeout: number;
+  ui?: { host: string; port: number };
 }
 
 export function register(program: Command): void {
@@ -56,9 +66,11 @@ export function register(program: Command): void {
     .addOption(new Option('--backend <name>', 'override the config backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']))
     .option('--check', 'validate the config and load the model, then exit', false)
     .option('--drain-timeout <ms>', 'longest wait for in-flight frames on stop', (v) => Number(v), 20000)
+    .option('--ui <addr>', "serve the operator page at this address (host:port or a port; 127.0.0.1 unless a host is given); overrides the config's ui.listen", listenOption('--ui'))
     .action(async (o: InspectCliOptions) => {
       const config = await loadConfig(o.config);
       if (o.backend) config.backend = o.backend;
+      if (o.ui) config.ui = { ...config.ui, listen: o.ui };
       if (o.check) {
         const needThreshold = config.threshold === undefined && config.cameras.some((c) => c.threshold === undefined);
         const model = await loadInspectModel({

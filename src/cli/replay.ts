@@ -11,7 +11,8 @@ import { loadInspectModel, type EngineChoice } from '../runtime/model.js';
 import { formatReport, replay } from '../runtime/replay.js';
 import { natsSink, type VerdictSink } from '../runtime/station.js';
 import { floatOption, intOption, log, startBackend, type BackendCliOptions } from './common.js';
-import { backendOptions } from './inspect.js';
+import { startOperatorView } from '../ui/view.js';
+import { backendOptions, listenOption } from './inspect.js';
 
 interface ReplayCliOptions extends BackendCliOptions {
   source: string;
@@ -28,6 +29,20 @@ interface ReplayCliOptions extends BackendCliOptions {
   batch: number;
   json: boolean;
   images: boolean;
+  ui?: { host: string; port: number };
+}
+
+/** The first SIGINT or SIGTERM. */
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (s: NodeJS.Signals): void => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(s);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
 }
 
 export function register(program: Command): void {
@@ -48,10 +63,14 @@ export function register(program: Command): void {
       .addOption(new Option('--engine <name>', 'restoration engine').choices(['auto', 'tfjs', 'onnx']).default('auto'))
       .option('--batch <n>', 'images per model batch', intOption('--batch'), 8)
       .option('--no-images', 'leave the per-image list out of the text report')
-      .option('--json', 'print the report as JSON', false),
+      .option('--json', 'print the report as JSON', false)
+      .option('--ui <addr>', 'serve the operator page while replaying, and after it until Ctrl-C (host:port or a port; 127.0.0.1 unless a host is given)', listenOption('--ui')),
   ).action(async (o: ReplayCliOptions) => {
     await startBackend(o);
     const model = await loadInspectModel({ dir: resolve(o.model), engine: o.engine, requireThreshold: o.threshold === undefined, log, ...(o.threshold !== undefined ? { threshold: o.threshold } : {}) });
+    const view = o.ui
+      ? await startOperatorView({ line: o.line, station: o.station, model, cameras: [{ id: o.camera, mode: 'replay', threshold: o.threshold ?? model.threshold ?? NaN }], ui: { listen: o.ui }, log })
+      : undefined;
     let sink: VerdictSink | undefined;
     let spoolDir: string | undefined;
     let tempSpool = false;
@@ -70,6 +89,7 @@ export function register(program: Command): void {
         ...(o.labels ? { labels: o.labels } : {}),
         ...(o.threshold !== undefined ? { threshold: o.threshold } : {}),
         ...(sink ? { sink } : {}),
+        ...(view ? { hooks: view.inspectHooks({}) } : {}),
       });
       await sink?.close();
       const pub = sink?.stats?.();
@@ -78,7 +98,13 @@ export function register(program: Command): void {
       else process.stdout.write(`${formatReport(report, { perImage: o.images })}\n`);
       if (tempSpool && spoolDir && pub && pub.pending === 0) rmSync(spoolDir, { recursive: true, force: true });
       else if (tempSpool && spoolDir && readdirSync(spoolDir).length === 0) rmSync(spoolDir, { recursive: true, force: true });
+      if (view) {
+        view.ended(o.camera);
+        log(`replay done: the operator page stays at ${view.url} until Ctrl-C`);
+        await untilSignal();
+      }
     } finally {
+      await view?.close();
       await sink?.close().catch(() => undefined);
       await model.dispose();
     }

@@ -13,7 +13,7 @@ import { basename, extname, join, relative, resolve, sep } from 'node:path';
 import { Observable, Subject, lastValueFrom, tap, toArray } from 'rxjs';
 import { ConfigError, DatasetError } from '../errors.js';
 import { imageAuroc } from '../eval/metrics.js';
-import { inspect } from '../operators/inspect.js';
+import { inspect, type InspectHooks } from '../operators/inspect.js';
 import type { Frame } from '../streams/frame.js';
 import { quantileSorted } from '../thresholds.js';
 import type { Verdict, VerdictKind } from '../verdict.js';
@@ -188,6 +188,8 @@ export interface ReplayOptions {
   /** Publish every verdict here, as a station does (the caller closes it). */
   sink?: VerdictSink;
   onVerdict?: (v: Verdict) => void;
+  /** Observation hooks of the graph (the operator page of `fairline replay --ui`). */
+  hooks?: InspectHooks;
 }
 
 /** One replayed frame. */
@@ -320,6 +322,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayReport> {
         batch,
         mode: 'replay',
         decodeConcurrency: opts.decodeConcurrency ?? 2,
+        ...(opts.hooks ? { hooks: opts.hooks } : {}),
       }),
       tap((v) => {
         ack$.next();
