@@ -17,15 +17,21 @@ import { contentHash, saveModel, type ModelManifest } from '../io/artefact.js';
 import { scoreStats } from '../thresholds.js';
 import { listImages, readDataset } from '../io/datasets.js';
 import { decodeImage } from '../io/image.js';
-import { FairDetector, TfjsRestorer } from '../model/detector.js';
+import { FairDetector } from '../model/detector.js';
 import { resizeLinearU8, u8ToF32 } from '../model/resize.js';
-import { Trainer } from '../model/train.js';
+import { OnnxTrainer } from '../model/onnx/trainer.js';
+import { TfjsTrainer, Trainer } from '../model/train.js';
+import type { TrainingEngine } from '../model/training-engine.js';
+import { isOnnxRuntimeAvailable } from '../io/onnx-engine.js';
+import { createRestorer } from '../runtime/restorers.js';
 import { defaultSpec, type FairSpec, type FilterSpec } from '../model/types.js';
-import { createUNet, type UNet } from '../model/unet.js';
-import { unetFromTorch, unetToTorch } from '../model/weights.js';
+import { createUNet } from '../model/unet.js';
+import { unetFromTorch, type TorchTensors } from '../model/weights.js';
 import type { CutPasteMode } from '../model/synthesis/cutpaste.js';
 import { prefetch } from '../operators/prefetch.js';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { checkResume, describeChange, noCheckpointError } from './resume.js';
+import { trainingGuard } from './guard.js';
 import { epochBatches } from './plan.js';
 import { createPreparer } from './pool.js';
 import type { ImageBank, PreparedSample } from './prep.js';
@@ -44,8 +50,17 @@ export interface TrainOptions {
   cutpaste: CutPasteMode;
   /** DTD-style texture folder; absent = the no-extra-data variant (textures from the training set). */
   textures?: string;
-  /** Samples per forward/backward (gradient accumulation); default: automatic for the backend. */
+  /** Samples per forward/backward on the tfjs engine (gradient accumulation); default: automatic for the backend. */
   microBatch?: number;
+  /**
+   * Training engine: 'onnx' (onnxruntime-node, the fast path), 'tfjs' (the reference, on the
+   * active tfjs backend) or 'auto' (default: onnx when onnxruntime-node loads, else tfjs).
+   */
+  engine?: TrainEngineChoice;
+  /** onnxruntime execution providers in order (default ['cpu']); a non-CPU first provider picks the portable graph. */
+  providers?: string[];
+  /** onnxruntime intra-op threads (default: all cores). */
+  threads?: number;
   /** Data workers; default: spare cores (at least 1). */
   workers?: number;
   /** Continue from `<out>/checkpoint` if it exists. */
@@ -56,7 +71,12 @@ export interface TrainOptions {
   maxTextures?: number;
 }
 
+export type TrainEngineChoice = 'auto' | 'onnx' | 'tfjs';
+export const TRAIN_ENGINES: readonly TrainEngineChoice[] = ['auto', 'onnx', 'tfjs'];
+
 export interface BatchProgress {
+  /** The training engine ('onnxruntime-cpu', 'tfjs-wasm', ...). */
+  engine: string;
   epoch: number;
   batch: number;
   batches: number;
@@ -185,33 +205,32 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}): Promise
   const spec = defaultSpec({ size: opts.size, baseWidth: opts.width, filter: opts.filter });
   const runOpts = runOptions(opts, spec);
   const ckDir = `${opts.out}/checkpoint`;
-  let unet: UNet;
   let startEpoch = 0;
   let history: Record<string, number>[] = [];
   let priorSeconds = 0;
   const microBatch = opts.microBatch ?? autoMicroBatch(backend, opts.size, opts.width, opts.batch);
-  let trainer: Trainer;
-  if (opts.resume && hasCheckpoint(ckDir)) {
+  if (opts.resume && !hasCheckpoint(ckDir)) throw noCheckpointError(ckDir);
+  let initial: TorchTensors | undefined;
+  let resumeState: Parameters<TrainingEngine['setState']>[0] | undefined;
+  if (opts.resume) {
     const ck = loadCheckpoint(ckDir);
-    if (JSON.stringify(ck.options) !== JSON.stringify(runOpts)) {
-      throw new ConfigError(`--resume: the checkpoint in ${ckDir} was made with other options (${JSON.stringify(ck.options)}); use the same options or a new --out`);
-    }
-    unet = unetFromTorch(ck.weights, spec.unet);
-    trainer = new Trainer(unet, { epochs: opts.epochs, lr: opts.lr, microBatch });
-    trainer.setState({ step: ck.step, epoch: ck.epochsDone, m: ck.m, v: ck.v });
+    const epochsChange = checkResume(ckDir, ck, runOpts);
+    if (epochsChange) log(`resume: ${describeChange(epochsChange)}: the ${ck.epochsDone} epoch(s) done ran at the learning rates of a ${opts.epochs}-epoch schedule, so this continues as an uninterrupted ${opts.epochs}-epoch run`);
+    initial = ck.weights;
+    resumeState = { step: ck.step, epoch: ck.epochsDone, m: ck.m, v: ck.v };
     startEpoch = ck.epochsDone;
     history = ck.history;
     priorSeconds = ck.seconds;
     log(`resume: ${ckDir} at epoch ${startEpoch}/${opts.epochs}`);
-  } else {
-    unet = createUNet(spec.unet, opts.seed);
-    trainer = new Trainer(unet, { epochs: opts.epochs, lr: opts.lr, microBatch });
   }
+  const trainer = await createTrainingEngine(opts, spec, microBatch, initial, log);
+  if (resumeState) trainer.setState(resumeState, initial);
 
   const spare = Math.max(0, cpus().length - 1);
   const workers = opts.workers ?? Math.max(1, spare);
   const preparer = createPreparer(bank, { size: opts.size, filter: opts.filter, cutpaste: opts.cutpaste, textures }, workers);
-  log(`train: backend ${backend}, c=${opts.width}, ${opts.size}px, batch ${opts.batch} (micro-batch ${microBatch}), ${opts.epochs} epochs, ${workers} data worker(s), seed ${opts.seed}`);
+  const batching = trainer instanceof TfjsTrainer ? ` (micro-batch ${microBatch})` : '';
+  log(`train: engine ${trainer.name}, c=${opts.width}, ${opts.size}px, batch ${opts.batch}${batching}, ${opts.epochs} epochs, ${workers} data worker(s), seed ${opts.seed}`);
 
   const S = opts.size;
   const cin = spec.unet.inChannels;
@@ -234,22 +253,14 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}): Promise
                 waited += Date.now() - lastDone;
                 const n = value.length;
                 const { x, y } = packBatch(value, S, cin);
-                const xt = tf.tensor4d(x, [n, S, S, cin]);
-                const yt = tf.tensor4d(y, [n, S, S, 3]);
                 trainer.epoch = epoch;
-                let r;
-                try {
-                  r = await trainer.step(xt, yt);
-                } finally {
-                  xt.dispose();
-                  yt.dispose();
-                }
+                const r = await trainer.step(x, y, n);
                 if (!Number.isFinite(r.loss)) throw new FairlineError('diverged', `training diverged at epoch ${epoch} batch ${index}: loss ${r.loss}`);
                 sums.loss += r.loss * n;
                 sums.mse += r.mse * n;
                 sums.ssimLoss += r.ssimLoss * n;
                 seen += n;
-                hooks.onBatch?.({ epoch, batch: index, batches: batches.length, ...r, imagesPerSecond: seen / ((Date.now() - te) / 1000) });
+                hooks.onBatch?.({ engine: trainer.name, epoch, batch: index, batches: batches.length, ...r, imagesPerSecond: seen / ((Date.now() - te) / 1000) });
                 lastDone = Date.now();
                 done();
               }),
@@ -283,7 +294,7 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}): Promise
             options: runOpts,
             history,
             seconds: priorSeconds + (Date.now() - tStart) / 1000,
-            weights: unetToTorch(unet),
+            weights: trainer.weights(),
             m: st.m,
             v: st.v,
           });
@@ -297,7 +308,10 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}): Promise
   }
 
   // Score statistics of the (clean) training images in eval mode, for threshold calibration.
-  const detector = new FairDetector(spec, new TfjsRestorer(unet));
+  const finalWeights = trainer.weights();
+  trainer.dispose();
+  const restorer = await createRestorer(finalWeights, spec.unet, { engine: trainer instanceof OnnxTrainer ? 'auto' : 'tfjs', threads: opts.threads, log });
+  const detector = new FairDetector(spec, restorer);
   const scores: number[] = [];
   const px = S * S * 3;
   for (let i = 0; i < bank.count; i += 4) {
@@ -311,9 +325,10 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}): Promise
   const seconds = priorSeconds + (Date.now() - tStart) / 1000;
   const manifest = saveModel(opts.out, {
     spec,
-    tensors: unetToTorch(unet),
+    tensors: finalWeights,
     idPrefix: ds.category,
     trainScoreStats: stats,
+    ...trainingGuard(bank, stats),
     // Provisional threshold until `fairline calibrate` sets one from held-out images: the
     // largest training score (training scores are optimistic, so expect some false rejects).
     thresholds: { image: stats.max, method: 'train-max', images: stats.n, computedAt: new Date().toISOString() },
@@ -322,16 +337,47 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}): Promise
       dataRoot: relative(process.cwd(), opts.dataRoot) || '.',
       files: bank.count,
       contentSha256: hash,
-      options: { ...runOpts, microBatch, workers },
+      options: { ...runOpts, ...(trainer instanceof TfjsTrainer ? { microBatch } : {}), workers },
       epochsDone: opts.epochs,
-      backend,
+      backend: trainer.name,
       seconds,
       finalLoss: summaries.at(-1)?.loss ?? history.at(-1)?.loss,
     },
   });
-  trainer.dispose();
   detector.dispose();
   return { manifest, seconds, epochs: summaries, resumedFrom: startEpoch };
+}
+
+/**
+ * The training engine `opts.engine` asks for: onnxruntime ('onnx', or 'auto' when it loads) or
+ * tfjs. `initial` weights (PyTorch layout) come from a checkpoint; otherwise the seeded init.
+ *
+ * @throws BackendError when 'onnx' is forced and onnxruntime cannot train here.
+ */
+export async function createTrainingEngine(
+  opts: Pick<TrainOptions, 'engine' | 'providers' | 'threads' | 'epochs' | 'lr' | 'size' | 'seed'>,
+  spec: FairSpec,
+  microBatch: number,
+  initial: TorchTensors | undefined,
+  log: (msg: string) => void,
+): Promise<TrainingEngine> {
+  const choice = opts.engine ?? 'auto';
+  if (!TRAIN_ENGINES.includes(choice)) throw new ConfigError(`--engine must be one of ${TRAIN_ENGINES.join(', ')}, got ${String(choice)}`);
+  let why = 'engine tfjs requested';
+  if (choice !== 'tfjs') {
+    if (choice === 'onnx' || (await isOnnxRuntimeAvailable())) {
+      try {
+        return await OnnxTrainer.create({ spec: spec.unet, size: opts.size, epochs: opts.epochs, lr: opts.lr, threads: opts.threads, providers: opts.providers, log }, initial, opts.seed);
+      } catch (err) {
+        if (choice === 'onnx') throw err;
+        why = `onnxruntime cannot train here: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`;
+      }
+    } else why = 'onnxruntime-node is not installed or its binding does not load';
+  }
+  const unet = initial ? unetFromTorch(initial, spec.unet) : createUNet(spec.unet, opts.seed);
+  const engine = new TfjsTrainer(unet, new Trainer(unet, { epochs: opts.epochs, lr: opts.lr, microBatch }));
+  log(`training engine: ${engine.name} (${why})`);
+  return engine;
 }
 
 function packBatch(samples: PreparedSample[], S: number, cin: number): { x: Float32Array; y: Float32Array } {
