@@ -20,7 +20,7 @@ import { dirname, join } from 'node:path';
 import type { RecordConfig } from '../config.js';
 import { BadInputError, ConfigError, asFairlineError } from '../errors.js';
 import {
-  CAPTURES_FORMAT, CAPTURES_MARKER, captureDir, captureId, captureTime, encodeNpy, scanCaptures, writeLabel,
+  CAPTURES_FORMAT, CAPTURES_MARKER, captureDir, captureId, captureTime, encodeNpy, readCapture, scanCaptures, writeLabel,
   type CaptureEntry, type ReviewLabel,
 } from '../io/captures.js';
 import { encodeFramePicture } from '../io/image.js';
@@ -200,6 +200,10 @@ export class Recorder {
     if (!e) throw new BadInputError('unknown_capture', `no capture ${id} on disk (not captured, dropped, still queued or rotated away)`);
     await writeLabel(this.opts.dir, id, label, this.now);
     e.label = label;
+    // The label file counts towards maxBytes like the rest of the capture.
+    const bytes = (await readCapture(this.opts.dir, id).catch(() => e)).bytes;
+    if (this.byId.get(id) === e) this.totalBytes += bytes - e.bytes;
+    e.bytes = bytes;
     return e;
   }
 
