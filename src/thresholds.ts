@@ -150,3 +150,33 @@ export function nextUp(x: number): number {
   buf.setBigUint64(0, x > 0 ? bits + 1n : bits - 1n);
   return buf.getFloat64(0);
 }
+
+/** What a sensible reject threshold is, for error messages. */
+export const THRESHOLD_RANGE =
+  "scores are >= 0 (0 = perfectly restored), so a threshold must be > 0; normally it is the one 'fairline calibrate' writes into the model, " +
+  'just above the scores of good parts (model.json trainScoreStats shows the training images\' scores)';
+
+/**
+ * Significant digits to print a score and a threshold with so that the printed numbers agree
+ * with the decision (reject when score >= threshold): the fewest, at least `minDigits`, at which
+ * the two differ when the numbers differ. Rounding is monotonic, so once the printed values
+ * differ their order is the true order.
+ *
+ * @example
+ * const p = decisionDigits(0.98841312, 0.98841349); // 7
+ * `${(0.98841312).toPrecision(p)} < ${(0.98841349).toPrecision(p)}`; // '0.9884131 < 0.9884135'
+ */
+export function decisionDigits(score: number, threshold: number, minDigits = 4): number {
+  if (!Number.isFinite(score) || !Number.isFinite(threshold) || score === threshold) return minDigits;
+  for (let p = minDigits; p < 17; p++) if (Number(score.toPrecision(p)) !== Number(threshold.toPrecision(p))) return p;
+  return 17;
+}
+
+/**
+ * Why a threshold would reject nearly everything, judged by the normal training images' scores
+ * (`trainScoreStats` of the model): undefined when it is above the lowest of them.
+ */
+export function thresholdBelowNormal(threshold: number, train: Pick<ScoreStats, 'min' | 'mean' | 'n'> | undefined): string | undefined {
+  if (!train || !(train.n > 0) || !(threshold < train.min)) return undefined;
+  return `threshold ${threshold} is below every normal training score the model has seen (${train.n} images, lowest ${train.min.toPrecision(4)}, mean ${train.mean.toPrecision(4)}): nearly every part will be rejected`;
+}

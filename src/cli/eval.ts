@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import * as tf from '@tensorflow/tfjs';
-import { backendOptions, intOption, log, startBackend } from './common.js';
+import { backendOptions, checkOutputDir, intOption, log, startBackend } from './common.js';
 import { createProgress, type Progress } from './progress.js';
 import { ConfigError, DatasetError, ModelError } from '../errors.js';
 import { listCategories, readDataset, type Dataset } from '../io/datasets.js';
@@ -81,8 +81,8 @@ export function planEval(o: Pick<EvalCliOptions, 'data' | 'category' | 'all' | '
  * @param env.progress false = no progress output (tests, library use)
  */
 export async function runEval(o: EvalCliOptions, env: { backend?: string; progress?: boolean } = {}): Promise<{ report: EvalReport; paths: Awaited<ReturnType<typeof writeReport>> }> {
+  const reportDir = checkOutputDir(o.report, '--report');
   const jobs = planEval(o);
-  const reportDir = resolve(o.report);
   const total = jobs.reduce((a, j) => a + j.dataset.test.length, 0);
   let progress: Progress | undefined;
   const summaries: CategorySummary[] = [];
@@ -124,7 +124,7 @@ export async function runEval(o: EvalCliOptions, env: { backend?: string; progre
 }
 
 function silentProgress(): Progress {
-  return { update: () => undefined, event: () => undefined, stop: () => undefined };
+  return { update: () => undefined, event: () => undefined, note: () => undefined, stop: () => undefined };
 }
 
 export function register(program: Command): void {
@@ -142,7 +142,8 @@ export function register(program: Command): void {
     .option('--json', 'JSON lines instead of a progress bar, even on a terminal', false);
   backendOptions(cmd);
   cmd.action(async (o: EvalCliOptions) => {
-      // Validate options, data and models before the (slow) backend start.
+      // Validate options, data, models and the report folder before the (slow) backend start.
+      checkOutputDir(o.report, '--report');
       planEval(o);
       const backend = await startBackend(o);
       const { report, paths } = await runEval(o, { backend: backend.name });
