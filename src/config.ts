@@ -25,6 +25,7 @@
  * metrics: { port: 9464 }
  * ui: { listen: 127.0.0.1:8080, token: "${FAIRLINE_UI_TOKEN}" }   # the operator page (src/ui/)
  * record: { dir: captures, rejects: true, passEvery: 100, keepDays: 7, maxBytes: 2GiB }
+ * guard: { action: reject, staleFrames: 5 }   # frames the model cannot judge (docs/faults.md)
  * ```
  */
 import { existsSync, statSync } from 'node:fs';
@@ -32,6 +33,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.js';
+import type { GuardPolicy } from './operators/guard.js';
 
 export type SourceSpec =
   /** A gst-launch description ending in (or fed into) an appsink. */
@@ -54,6 +56,33 @@ export interface CameraConfig {
   threshold?: number;
   /** Per-camera deadline override (ms). */
   deadlineMs?: number;
+  /** Per-camera guard overrides (each key falls back to the station's `guard`). */
+  guard?: Partial<GuardConfig>;
+}
+
+/**
+ * The domain guard (src/operators/guard.ts): what happens to a frame the model cannot judge
+ * (outside what its normal images spanned, or a frozen camera). `action` `reject` (default):
+ * verdict reject with reason `out_of_domain` / `stale_frame`; `error`: an error verdict (the gate
+ * follows `failSafe`); `pass`: the model decides, the verdict only carries `guard`. `k`: limit of
+ * the in-domain measure (default: the model's). `staleFrames`: consecutive near-identical frames
+ * of a live camera that mean it is frozen (default 5; 0 = off; replay cameras are never
+ * checked). `staleTolerance`: mean absolute grey difference (0..1) up to which two frames count
+ * as identical (default 1/1024, a quarter grey level).
+ */
+export type GuardConfig = GuardPolicy;
+
+/** The guard's defaults. */
+export const DEFAULT_GUARD: Readonly<GuardConfig> = { action: 'reject', staleFrames: 5, staleTolerance: 1 / 1024 };
+
+/**
+ * A camera's effective guard: its overrides over the station's; the frozen-camera check only on
+ * live cameras (a recorded folder may hold the same picture twice on purpose).
+ */
+export function cameraGuard(cfg: Pick<FairlineConfig, 'guard'>, cam: Pick<CameraConfig, 'mode' | 'guard'>): GuardConfig {
+  const g: GuardConfig = { ...cfg.guard, ...cam.guard };
+  if (cam.mode !== 'live') g.staleFrames = 0;
+  return g;
 }
 
 export interface NatsConfig {
@@ -117,6 +146,8 @@ export interface FairlineConfig {
   ui?: UiConfig;
   /** Reject capture; absent = nothing captured. */
   record?: RecordConfig;
+  /** The domain guard, station-wide (defaults {@link DEFAULT_GUARD}). */
+  guard: GuardConfig;
 }
 
 /** A config that failed validation; `problems` lists every finding (`path: message`). */
@@ -399,6 +430,23 @@ function parseUi(c: Checker, v: unknown): UiConfig | undefined {
   return ui;
 }
 
+/** `guard` or `cameras[i].guard`: only the keys that are set (defaults are filled by the caller). */
+function parseGuard(c: Checker, v: unknown, path: string): Partial<GuardConfig> | undefined {
+  const o = c.object(v, path, ['action', 'k', 'staleFrames', 'staleTolerance'], false);
+  if (!o) return undefined;
+  const g: Partial<GuardConfig> = {};
+  const action = c.oneOf(o, 'action', path, ['reject', 'error', 'pass'] as const, 'reject');
+  if (o.action !== undefined && action) g.action = action;
+  const k = c.number(o, 'k', path, { above: 0, max: 1000 });
+  if (k !== undefined) g.k = k;
+  const n = c.number(o, 'staleFrames', path, { int: true, min: 0, max: 1_000_000 });
+  if (n === 1) c.add(join(path, 'staleFrames'), 'must be 0 (off) or at least 2: one frame cannot repeat');
+  else if (n !== undefined) g.staleFrames = n;
+  const tol = c.number(o, 'staleTolerance', path, { min: 0, max: 1 });
+  if (tol !== undefined) g.staleTolerance = tol;
+  return g;
+}
+
 function parseRecord(c: Checker, v: unknown, baseDir: string): RecordConfig | undefined {
   const o = c.object(v, 'record', ['dir', 'rejects', 'passEvery', 'keepDays', 'maxBytes'], false);
   if (!o) return undefined;
@@ -419,7 +467,7 @@ function parseRecord(c: Checker, v: unknown, baseDir: string): RecordConfig | un
  */
 export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   const c = new Checker({ checkFiles: true, source: '<config>', ...opts });
-  const root = c.object(raw, '', ['line', 'station', 'model', 'backend', 'engine', 'cameras', 'batch', 'queueLimit', 'deadlineMs', 'failSafe', 'threshold', 'expect', 'nats', 'metrics', 'spool', 'ui', 'record']);
+  const root = c.object(raw, '', ['line', 'station', 'model', 'backend', 'engine', 'cameras', 'batch', 'queueLimit', 'deadlineMs', 'failSafe', 'threshold', 'expect', 'nats', 'metrics', 'spool', 'ui', 'record', 'guard']);
   if (!root) throw new ConfigValidationError(c.opts.source, c.problems);
 
   const line = c.string(root, 'line', '', { required: true, token: true });
@@ -442,7 +490,7 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   else
     root.cameras.forEach((cv: unknown, i) => {
       const path = `cameras[${i}]`;
-      const co = c.object(cv, path, ['id', 'source', 'mode', 'threshold', 'deadlineMs']);
+      const co = c.object(cv, path, ['id', 'source', 'mode', 'threshold', 'deadlineMs', 'guard']);
       if (!co) return;
       const id = c.string(co, 'id', path, { required: true, token: true });
       if (id !== undefined) {
@@ -457,6 +505,8 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
       const d = c.number(co, 'deadlineMs', path, { above: 0, max: 600_000 });
       if (t !== undefined) cam.threshold = t;
       if (d !== undefined) cam.deadlineMs = d;
+      const g = parseGuard(c, co.guard, `${path}.guard`);
+      if (g) cam.guard = g;
       cameras.push(cam);
     });
 
@@ -482,11 +532,12 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   const spool = { dir: c.path(so, 'dir', 'spool', 'none') ?? resolve(opts.baseDir, 'spool'), maxBytes };
   const ui = parseUi(c, root.ui);
   const record = parseRecord(c, root.record, opts.baseDir);
+  const guard: GuardConfig = { ...DEFAULT_GUARD, ...parseGuard(c, root.guard, 'guard') };
 
   if (c.problems.length > 0) throw new ConfigValidationError(c.opts.source, c.problems);
   const cfg: FairlineConfig = {
     line: line!, station: station!, model: model!, backend: backend!, engine: engine!, cameras, batch, queueLimit,
-    deadlineMs, failSafe: failSafe!, nats, metrics, spool,
+    deadlineMs, failSafe: failSafe!, nats, metrics, spool, guard,
   };
   if (threshold !== undefined) cfg.threshold = threshold;
   if (expect) cfg.expect = Object.fromEntries(Object.entries(expect).filter(([, v]) => v !== undefined));

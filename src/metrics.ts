@@ -20,7 +20,8 @@ export interface FairlineMetrics {
   queueDepth: Gauge;
   verdicts: Counter<'camera' | 'verdict'>;
   errors: Counter<'stage' | 'reason'>;
-  modelInfo: Gauge<'model' | 'backend' | 'engine'>;
+  modelInfo: Gauge<'model' | 'backend' | 'engine' | 'guard'>;
+  framesGuarded: Counter<'camera' | 'reason'>;
   sourceUp: Gauge<'camera'>;
   sourceReconnects: Counter<'camera'>;
   spoolDepth: Gauge;
@@ -63,13 +64,14 @@ export function createMetrics(registry: Registry = new Registry(), opts: Metrics
     framesReceived: new Counter({ name: 'fairline_frames_received_total', help: 'Frames received from sources.', labelNames: ['camera'], registers }),
     framesProcessed: new Counter({ name: 'fairline_frames_processed_total', help: 'Frames scored by the model and decided pass/reject.', labelNames: ['camera'], registers }),
     framesDropped: new Counter({ name: 'fairline_frames_dropped_total', help: 'Frames dropped without inspection, by reason.', labelNames: ['camera', 'reason'], registers }),
-    stageDuration: new Histogram({ name: 'fairline_stage_duration_seconds', help: 'Time spent per pipeline stage (decode per frame, infer per batch).', labelNames: ['stage'], buckets: durationBuckets, registers }),
+    stageDuration: new Histogram({ name: 'fairline_stage_duration_seconds', help: 'Time spent per pipeline stage (decode and guard per frame, infer per batch).', labelNames: ['stage'], buckets: durationBuckets, registers }),
     frameLatency: new Histogram({ name: 'fairline_frame_latency_seconds', help: 'Capture to verdict latency.', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers }),
     batchSize: new Histogram({ name: 'fairline_batch_size', help: 'Frames per model batch.', buckets: [1, 2, 4, 8, 16, 32, 64], registers }),
     queueDepth: new Gauge({ name: 'fairline_queue_depth', help: 'Frames waiting for the model.', registers }),
     verdicts: new Counter({ name: 'fairline_verdicts_total', help: 'Verdicts published, by kind.', labelNames: ['camera', 'verdict'], registers }),
     errors: new Counter({ name: 'fairline_errors_total', help: 'Frames that failed, by stage and error code.', labelNames: ['stage', 'reason'], registers }),
-    modelInfo: new Gauge({ name: 'fairline_model_info', help: 'The loaded model (value is always 1).', labelNames: ['model', 'backend', 'engine'], registers }),
+    modelInfo: new Gauge({ name: 'fairline_model_info', help: 'The loaded model (value is always 1).', labelNames: ['model', 'backend', 'engine', 'guard'], registers }),
+    framesGuarded: new Counter({ name: 'fairline_frames_guarded_total', help: 'Frames the domain guard flagged (out_of_domain: unlike the normal images; stale_frame: frozen camera), whatever the configured action.', labelNames: ['camera', 'reason'], registers }),
     sourceUp: new Gauge({ name: 'fairline_source_up', help: '1 while the source delivers frames, 0 while it is down.', labelNames: ['camera'], registers }),
     sourceReconnects: new Counter({ name: 'fairline_source_reconnects_total', help: 'Source reconnect attempts.', labelNames: ['camera'], registers }),
     spoolDepth: new Gauge({ name: 'fairline_spool_depth', help: 'Verdicts spooled on disk waiting for NATS.', registers }),
@@ -85,7 +87,8 @@ export function createMetrics(registry: Registry = new Registry(), opts: Metrics
 /**
  * Hooks that feed the inspection graph's events into the metrics.
  * Error verdicts count in `fairline_errors_total{stage,reason}`; fail-safe verdicts count there
- * with stage `deadline`; dropped frames additionally in `fairline_frames_dropped_total`.
+ * with stage `deadline`; dropped frames additionally in `fairline_frames_dropped_total`; frames
+ * the domain guard flags in `fairline_frames_guarded_total{camera,reason}`.
  */
 export function metricsHooks(m: FairlineMetrics): InspectHooks {
   return {
@@ -95,6 +98,7 @@ export function metricsHooks(m: FairlineMetrics): InspectHooks {
     onQueueDepth: (n) => m.queueDepth.set(n),
     onDrop: (f, reason) => m.framesDropped.inc({ camera: f.sourceId, reason }),
     onLate: () => m.errors.inc({ stage: 'deadline', reason: 'late' }),
+    onGuard: (f, g) => m.framesGuarded.inc({ camera: f.sourceId, reason: g.status }),
     onVerdict: (v) => {
       m.verdicts.inc({ camera: v.camera, verdict: v.verdict });
       m.frameLatency.observe(Math.max(0, v.latencyMs) / 1000);

@@ -180,3 +180,45 @@ export function thresholdBelowNormal(threshold: number, train: Pick<ScoreStats, 
   if (!train || !(train.n > 0) || !(threshold < train.min)) return undefined;
   return `threshold ${threshold} is below every normal training score the model has seen (${train.n} images, lowest ${train.min.toPrecision(4)}, mean ${train.mean.toPrecision(4)}): nearly every part will be rejected`;
 }
+
+/** The score range a model's normalised scores are anchored to (stored in the artefact as `scoreRange`). */
+export interface ScoreRange {
+  /** Lowest score of the normal images: normScore 0. */
+  min: number;
+  /** Highest score seen (normal, or defective with a labelled calibration): normScore 1 when above the threshold. */
+  max: number;
+  /** Images it came from. */
+  n: number;
+  /** `training` (the training images) or `calibrate` (`fairline calibrate`). */
+  source: string;
+}
+
+/**
+ * The normalised score: in [0, 1] with the threshold at exactly 0.5 (anomalib's convention), so
+ * dashboards compare models without knowing their raw scales. Min-max, piecewise around the
+ * threshold t: `0.5 * (s - min) / (t - min)` below t, `0.5 + 0.5 * (s - t) / (max - t)` from t
+ * on, clipped to [0, 1]. `max` is the range's when it lies above t; otherwise (the usual case for
+ * a normal-only calibration, whose highest score is just below t) the span above t mirrors the
+ * span below: `max = 2t - min`. Without a range `min` is 0 (FAIR scores are >= 0).
+ * `normScore >= 0.5` exactly when `score >= threshold`.
+ *
+ * @example
+ * ```ts
+ * normaliseScore(0.42, 0.57, { min: 0.27, max: 0.57 }); // 0.25
+ * ```
+ */
+export function normaliseScore(score: number, threshold: number, range?: Pick<ScoreRange, 'min' | 'max'>): number {
+  let min = range?.min ?? 0;
+  let low = threshold - min;
+  if (!(low > 0)) {
+    // A threshold at or below every normal score: anchor the span on the threshold's own size.
+    low = Math.abs(threshold) || 1;
+    min = threshold - low;
+  }
+  const max = range?.max;
+  const high = max !== undefined && max > threshold ? max - threshold : low;
+  if (score >= threshold) return Math.min(1, 0.5 + (0.5 * (score - threshold)) / high);
+  const v = Math.max(0, (0.5 * (score - min)) / low);
+  // Rounding must not lift a passing score onto the reject side of 0.5.
+  return v < 0.5 ? v : 0.49999999999999994;
+}

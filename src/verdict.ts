@@ -30,6 +30,38 @@ export interface DefectRegion {
   peak: number;
 }
 
+/** Why the domain guard flagged a frame (the verdict's `reason` when the guard decided it). */
+export type GuardStatus = 'ok' | 'out_of_domain' | 'stale_frame';
+
+/** What the station does with a frame the guard flags (config `guard.action`). */
+export type GuardAction = 'reject' | 'error' | 'pass';
+
+/**
+ * The domain guard's reading of a frame (src/model/guard.ts, src/operators/guard.ts): present on
+ * every verdict of a frame the guard looked at.
+ */
+export interface VerdictGuard {
+  /** `ok`, or why the model cannot judge the frame. */
+  status: GuardStatus;
+  /** What the station did about a flagged frame. */
+  action: GuardAction;
+  /**
+   * In-domain measure: the largest excess of a frame feature beyond the range the model's normal
+   * images spanned, in robust standard deviations (0 = inside every range). Absent when the model
+   * has no guard statistics (then only the frozen-camera check runs).
+   */
+  measure?: number;
+  /** The feature that gave `measure`, e.g. `log_laplacian`, `grid_gray_3_1` (docs/faults.md). */
+  feature?: string;
+  /** The limit: out of domain when `measure > k`. */
+  k?: number;
+  /** Consecutive (near-)identical frames up to this one, when more than one. */
+  repeats?: number;
+}
+
+const GUARD_STATUSES: ReadonlySet<string> = new Set(['ok', 'out_of_domain', 'stale_frame']);
+const GUARD_ACTIONS: ReadonlySet<string> = new Set(['reject', 'error', 'pass']);
+
 export interface Verdict {
   schema: typeof VERDICT_SCHEMA;
   line: string;
@@ -48,6 +80,11 @@ export interface Verdict {
   score: number | null;
   /** Threshold used; null when not scored. */
   threshold: number | null;
+  /**
+   * The score normalised to [0, 1] with the threshold at 0.5 (src/thresholds.ts normaliseScore),
+   * comparable across models; on every scored verdict.
+   */
+  normScore?: number;
   verdict: VerdictKind;
   /** Why, when the verdict is not the model's own decision: an error code, `dropped`, `deadline`. */
   reason?: string;
@@ -59,6 +96,8 @@ export interface Verdict {
   failSafe?: boolean;
   /** True for a real verdict that arrived after a fail-safe verdict for the same frame. */
   late?: boolean;
+  /** The domain guard's reading (when it ran); a flagged frame's `reason` is its `status`. */
+  guard?: VerdictGuard;
   /** Defect regions (reject verdicts); empty otherwise. */
   regions: DefectRegion[];
   /** Source file (replay). */
@@ -87,6 +126,17 @@ export function verdictProblems(v: unknown): string[] {
   for (const k of ['reason', 'stage', 'detail', 'path'] as const) if (o[k] !== undefined && typeof o[k] !== 'string') p.push(`${k}: must be a string`);
   for (const k of ['failSafe', 'late'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') p.push(`${k}: must be a boolean`);
   if (o.label !== undefined && o.label !== 0 && o.label !== 1) p.push('label: must be 0 or 1');
+  if (o.normScore !== undefined && !(isNum(o.normScore) && o.normScore >= 0 && o.normScore <= 1)) p.push('normScore: must be a number in [0, 1]');
+  if (o.guard !== undefined) {
+    const g = o.guard as Record<string, unknown> | null;
+    if (typeof g !== 'object' || g === null || Array.isArray(g)) p.push('guard: must be an object');
+    else {
+      if (typeof g.status !== 'string' || !GUARD_STATUSES.has(g.status)) p.push(`guard.status: expected 'ok' | 'out_of_domain' | 'stale_frame'`);
+      if (typeof g.action !== 'string' || !GUARD_ACTIONS.has(g.action)) p.push(`guard.action: expected 'reject' | 'error' | 'pass'`);
+      for (const k of ['measure', 'k', 'repeats'] as const) if (g[k] !== undefined && !isNum(g[k])) p.push(`guard.${k}: must be a finite number`);
+      if (g.feature !== undefined && typeof g.feature !== 'string') p.push('guard.feature: must be a string');
+    }
+  }
   if (o.verdict === 'error' && typeof o.reason !== 'string') p.push('reason: required for error verdicts');
   if (o.verdict !== 'error' && o.failSafe !== true && (o.score === null || o.threshold === null)) p.push('score/threshold: required for model verdicts');
   if (!Array.isArray(o.regions)) p.push('regions: required array');

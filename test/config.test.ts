@@ -99,7 +99,7 @@ spool: { dir: spool, maxBytes: 64MiB }
     ['model not found', (c) => (c.model = 'models/nope'), `model: not found: ${'<dir>'}/models/nope`],
     ['expect.size not an integer', (c) => (c.expect = { size: 2.5 }), 'expect.size: expected integer, got 2.5'],
     ['unknown key in expect', (c) => (c.expect = { chans: 1 }), 'expect.chans: unknown key (allowed: size, channels)'],
-    ['unknown top-level key', (c) => (c.treshold = 0.5), 'treshold: unknown key (allowed: line, station, model, backend, engine, cameras, batch, queueLimit, deadlineMs, failSafe, threshold, expect, nats, metrics, spool, ui, record)'],
+    ['unknown top-level key', (c) => (c.treshold = 0.5), 'treshold: unknown key (allowed: line, station, model, backend, engine, cameras, batch, queueLimit, deadlineMs, failSafe, threshold, expect, nats, metrics, spool, ui, record, guard)'],
     ['bad engine', (c) => (c.engine = 'trt'), "engine: expected one of 'auto' | 'tfjs' | 'onnx', got 'trt'"],
     ['bad backend type', (c) => (c.backend = 3), "backend: expected one of 'auto' | 'tensorflow' | 'wasm' | 'cpu', got 3"],
     ['no cameras', (c) => (c.cameras = []), 'cameras: must list at least one camera'],

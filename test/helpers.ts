@@ -98,12 +98,15 @@ export interface CliRun {
  * Run `node bin/fairline.js ...` as an operator would (cpu backend, logs on). `onStdout` may act
  * on the output so far, e.g. send a signal once the station reports it started.
  */
-export async function runFairline(args: string[], opts: { onStdout?: (out: string, kill: (s: NodeJS.Signals) => void) => void; timeoutMs?: number } = {}): Promise<CliRun> {
+export async function runFairline(
+  args: string[],
+  opts: { onStdout?: (out: string, kill: (s: NodeJS.Signals) => void) => void; onStderr?: (err: string, kill: (s: NodeJS.Signals) => void) => void; timeoutMs?: number; env?: Record<string, string> } = {},
+): Promise<CliRun> {
   const { spawn } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'fairline.js'), ...args], {
       cwd: REPO_ROOT,
-      env: { ...process.env, FAIRLINE_LOG: '', FAIRLINE_BACKEND: 'cpu' },
+      env: { ...process.env, FAIRLINE_LOG: '', FAIRLINE_BACKEND: 'cpu', ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '', stderr = '';
@@ -115,7 +118,10 @@ export async function runFairline(args: string[], opts: { onStdout?: (out: strin
       stdout += d.toString();
       opts.onStdout?.(stdout, (s) => p.kill(s));
     });
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      opts.onStderr?.(stderr, (s) => p.kill(s));
+    });
     p.on('exit', (code, signal) => {
       clearTimeout(t);
       // Let the pipes drain.

@@ -13,10 +13,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ModelError } from '../errors.js';
+import type { GuardStats } from '../model/guard.js';
 import type { FairSpec } from '../model/types.js';
-import type { ScoreStats } from '../thresholds.js';
+import type { ScoreRange, ScoreStats } from '../thresholds.js';
 
-export type { ScoreStats };
+export type { GuardStats, ScoreRange, ScoreStats };
 
 export const MODEL_FORMAT = 'fairline.model/v1';
 
@@ -69,6 +70,14 @@ export interface ModelManifest {
   thresholds?: ThresholdInfo;
   /** Score statistics of the training images (eval mode), for threshold calibration. */
   trainScoreStats?: ScoreStats;
+  /**
+   * What the model has seen, for the domain guard (src/model/guard.ts): feature ranges of its
+   * normal images. Absent in older and imported models until `fairline calibrate --normal`:
+   * such a model runs with the guard off.
+   */
+  guard?: GuardStats;
+  /** Anchors of the normalised score (`normScore`, src/thresholds.ts normaliseScore). */
+  scoreRange?: ScoreRange;
   training?: TrainingInfo;
   /** SHA-256 of this manifest serialised without this field. */
   manifestSha256?: string;
@@ -160,6 +169,8 @@ export interface SaveModelOptions {
   idPrefix?: string;
   thresholds?: ThresholdInfo;
   trainScoreStats?: ScoreStats;
+  guard?: GuardStats;
+  scoreRange?: ScoreRange;
   training?: TrainingInfo;
 }
 
@@ -177,6 +188,8 @@ export function saveModel(dir: string, opts: SaveModelOptions): ModelManifest {
     weights: { file: weightsFile, dtype: 'float32', sha256: weightsSha, bytes: bytes.byteLength, tensors: index },
     ...(opts.thresholds ? { thresholds: opts.thresholds } : {}),
     ...(opts.trainScoreStats ? { trainScoreStats: opts.trainScoreStats } : {}),
+    ...(opts.guard ? { guard: opts.guard } : {}),
+    ...(opts.scoreRange ? { scoreRange: opts.scoreRange } : {}),
     ...(opts.training ? { training: opts.training } : {}),
   };
   writeManifest(dir, manifest);
@@ -254,7 +267,7 @@ export function loadModel(dir: string): LoadedModel {
 }
 
 /** Update manifest fields (thresholds, stats) in place, atomically. */
-export function updateManifest(dir: string, patch: Partial<Pick<ModelManifest, 'thresholds' | 'trainScoreStats' | 'training'>>): ModelManifest {
+export function updateManifest(dir: string, patch: Partial<Pick<ModelManifest, 'thresholds' | 'trainScoreStats' | 'guard' | 'scoreRange' | 'training'>>): ModelManifest {
   const m = readManifest(dir);
   return writeManifest(dir, { ...m, ...patch });
 }

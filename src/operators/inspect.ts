@@ -1,10 +1,13 @@
 import { asyncScheduler, pipe, tap, type ObservableInput, type OperatorFunction, type SchedulerLike } from 'rxjs';
+import type { GuardStats } from '../model/guard.js';
 import type { ImageF32 } from '../model/types.js';
-import type { DecodedFrame, Frame, JudgedFrame, ModelOutput } from '../streams/frame.js';
+import type { DecodedFrame, Frame, FrameGuard, JudgedFrame, ModelOutput } from '../streams/frame.js';
+import type { ScoreRange } from '../thresholds.js';
 import type { Verdict } from '../verdict.js';
 import { batchFrames } from './batch.js';
 import { decodeFrames, type DecodeFn } from './decode.js';
 import { failSafe, type FailSafeOptions } from './failsafe.js';
+import { guardFrames, type GuardPolicy } from './guard.js';
 import { inferBatches, type QueuePolicy } from './infer.js';
 import { thresholdScores, type ThresholdSpec } from './threshold.js';
 import { toVerdicts, type VerdictContext } from './verdict.js';
@@ -17,14 +20,20 @@ export interface InspectModel {
   /** Written into every verdict's `model` field. */
   id: string;
   inferBatch(images: ImageF32[]): ObservableInput<ModelOutput[]>;
+  /** What the model has seen (artefact `guard`), for the domain guard; absent = guard off. */
+  guard?: GuardStats;
+  /** Anchors of the verdicts' `normScore` (artefact `scoreRange`). */
+  scoreRange?: Pick<ScoreRange, 'min' | 'max'>;
 }
 
 /** Observation points for metrics and logs; all optional, all synchronous and cheap. */
 export interface InspectHooks {
   /** A frame entered the graph. */
   onFrame?(frame: Frame): void;
-  /** A stage finished for a frame (decode) or a batch (infer). */
-  onStageDuration?(stage: 'decode' | 'infer', seconds: number): void;
+  /** A stage finished for a frame (decode, guard) or a batch (infer). */
+  onStageDuration?(stage: 'decode' | 'guard' | 'infer', seconds: number): void;
+  /** The domain guard flagged a frame (`out_of_domain`, `stale_frame`), whatever its action. */
+  onGuard?(frame: Frame, guard: FrameGuard): void;
   /** A batch was formed. */
   onBatch?(size: number): void;
   /** Frames waiting for the model changed. */
@@ -61,6 +70,11 @@ export interface InspectDeps {
   decodeConcurrency?: number;
   /** Per-frame deadline with a fail-safe verdict; omit or `false` for none (typical for replay). */
   deadline?: Omit<FailSafeOptions, 'context' | 'scheduler' | 'onLate'> | false;
+  /**
+   * The domain guard (src/operators/guard.ts) between decode and batch: `stats` default to
+   * `model.guard` (none = only the frozen-camera check). Omit for no guard at all.
+   */
+  guard?: { stats?: GuardStats; policy: GuardPolicy | ((frame: Frame) => GuardPolicy) };
   /** Scheduler for batch and deadline timers, and the clock of verdicts (default `asyncScheduler`). */
   scheduler?: SchedulerLike;
   hooks?: InspectHooks;
@@ -68,8 +82,8 @@ export interface InspectDeps {
 
 /**
  * The whole inspection graph, frames in, verdicts out:
- * decode -> batch -> model (high-pass + restore + score) -> threshold -> verdict, optionally
- * wrapped in a fail-safe deadline. Every frame yields exactly one verdict (plus, with
+ * decode -> guard -> batch -> model (high-pass + restore + score) -> threshold -> verdict,
+ * optionally wrapped in a fail-safe deadline. Every frame yields exactly one verdict (plus, with
  * `deadline.late: 'mark'`, a late-marked second one); failures become `error` verdicts and never
  * end the stream.
  *
@@ -93,6 +107,9 @@ export function inspect(deps: InspectDeps): OperatorFunction<Frame, Verdict> {
   // Durations on the real monotonic clock, unless a (virtual) scheduler was injected.
   const durationClock = deps.scheduler ? () => scheduler.now() : () => performance.now();
   const context: VerdictContext = { ...deps.context, model: deps.model.id, now: deps.context.now ?? (() => scheduler.now()) };
+  if (!context.scoreRange && deps.model.scoreRange) context.scoreRange = deps.model.scoreRange;
+  const guard = deps.guard;
+  const stats = guard ? (guard.stats ?? deps.model.guard) : undefined;
   const policy = deps.policy ?? (deps.mode === 'replay' ? 'wait' : 'drop-oldest');
 
   const core: OperatorFunction<Frame, Verdict> = pipe(
@@ -102,6 +119,15 @@ export function inspect(deps: InspectDeps): OperatorFunction<Frame, Verdict> {
       now: durationClock,
       onDuration: (s) => hooks.onStageDuration?.('decode', s),
     }),
+    guard
+      ? guardFrames({
+          ...(stats ? { stats } : {}),
+          policy: guard.policy,
+          now: durationClock,
+          onFlag: (f, g) => hooks.onGuard?.(f, g),
+          onDuration: (s) => hooks.onStageDuration?.('guard', s),
+        })
+      : (r$) => r$,
     batchFrames<DecodedFrame>({ ...deps.batch, scheduler }),
     tap((r) => {
       if (r.ok) hooks.onBatch?.(r.value.length);

@@ -7,9 +7,11 @@ export type ThresholdSpec = number | ((frame: Frame) => number);
 
 /**
  * Decide pass/reject per frame: **reject if `score >= threshold`** (the same convention as
- * `calibrateNormalOnly` in src/thresholds.ts). A non-finite score fails the frame (stage
- * `threshold`, code `bad_score`) rather than passing it, because NaN compares false with
- * everything and would otherwise slip through as a pass.
+ * `calibrateNormalOnly` in src/thresholds.ts), or if the domain guard flagged the frame with
+ * action `reject` (src/operators/guard.ts): the model cannot judge it, so its score must not
+ * open the gate. A non-finite score fails the frame (stage `threshold`, code `bad_score`) rather
+ * than passing it, because NaN compares false with everything and would otherwise slip through
+ * as a pass.
  *
  * @example
  * ```ts
@@ -26,7 +28,8 @@ export function thresholdScores(threshold: ThresholdSpec): OperatorFunction<Resu
       const t = typeof threshold === 'number' ? threshold : threshold(s.frame);
       if (!Number.isFinite(t)) throw new ConfigError(`threshold for ${s.frame.sourceId} is ${t}`);
       if (!Number.isFinite(s.score)) throw new BadInputError('bad_score', `frame ${s.frame.sourceId}#${s.frame.seq}: score ${s.score} is not finite`);
-      return ok<JudgedFrame>({ ...s, threshold: t, decision: s.score >= t ? 'reject' : 'pass' });
+      const guardRejects = s.guard !== undefined && s.guard.status !== 'ok' && s.guard.action === 'reject';
+      return ok<JudgedFrame>({ ...s, threshold: t, decision: s.score >= t || guardRejects ? 'reject' : 'pass' });
     } catch (err) {
       return failed(s.frame, asFairlineError(err), 'threshold');
     }

@@ -1,6 +1,7 @@
 import { map, type OperatorFunction } from 'rxjs';
 import { asFairlineError, type FairlineError } from '../errors.js';
 import type { Frame, JudgedFrame, Result, Stage } from '../streams/frame.js';
+import { normaliseScore, type ScoreRange } from '../thresholds.js';
 import { VERDICT_SCHEMA, defectRegions, type RegionOptions, type Verdict, type VerdictKind } from '../verdict.js';
 
 /** What a verdict needs beyond the frame. */
@@ -13,6 +14,8 @@ export interface VerdictContext {
   now?: () => number;
   /** Region extraction for reject verdicts; `false` to skip it. */
   regions?: RegionOptions | false;
+  /** Anchors of `normScore` (the model's `scoreRange`; without it the lower anchor is 0). */
+  scoreRange?: Pick<ScoreRange, 'min' | 'max'>;
 }
 
 /** The fields every verdict shares, from the frame and the context. */
@@ -44,13 +47,26 @@ export function failSafeVerdict(frame: Frame, kind: Exclude<VerdictKind, 'error'
   return { ...base(frame, ctx), score: null, threshold: null, verdict: kind, reason, failSafe: true, regions: [] };
 }
 
-/** The verdict of a judged frame; regions are extracted for rejects that carry an anomaly map. */
+/**
+ * The verdict of a judged frame, with `normScore`; regions are extracted for rejects that carry
+ * an anomaly map. A frame the domain guard flagged carries `guard`, and when the guard decided
+ * the reject, `reason` (its status) and `detail` (which feature, how far outside).
+ */
 export function judgedVerdict(j: JudgedFrame, ctx: VerdictContext): Verdict {
   const regions =
     j.decision === 'reject' && j.map && ctx.regions !== false
       ? defectRegions(j.map, j.image.width, j.threshold, j.sourceWidth, j.sourceHeight, ctx.regions ?? {})
       : [];
-  return { ...base(j.frame, ctx), score: j.score, threshold: j.threshold, verdict: j.decision, regions };
+  const v: Verdict = { ...base(j.frame, ctx), score: j.score, threshold: j.threshold, normScore: normaliseScore(j.score, j.threshold, ctx.scoreRange), verdict: j.decision, regions };
+  if (j.guard) {
+    const { detail, ...guard } = j.guard;
+    v.guard = guard;
+    if (guard.status !== 'ok' && guard.action === 'reject') {
+      v.reason = guard.status;
+      if (detail) v.detail = detail.slice(0, 200);
+    }
+  }
+  return v;
 }
 
 /**

@@ -15,7 +15,9 @@ import { initBackend, type BackendName } from '../model/backend.js';
 import { FairDetector, type Detection, type Restorer } from '../model/detector.js';
 import { UNET_SPATIAL_MULTIPLE } from '../model/onnx-export.js';
 import { resizeLinearU8, u8ToF32 } from '../model/resize.js';
+import { guardStatsProblems, type GuardStats } from '../model/guard.js';
 import { filterChannels, type FairSpec, type ImageF32 } from '../model/types.js';
+import type { ScoreRange } from '../thresholds.js';
 import { inferUNetSpec } from '../model/weights.js';
 import { createRestorer, OnnxRestorer } from './restorers.js';
 import type { DecodeFn, DecodeOutput } from '../operators/decode.js';
@@ -74,6 +76,12 @@ export interface RuntimeModel extends InspectModel {
   readonly threshold: number | undefined;
   /** Where the threshold came from. */
   readonly thresholdSource: 'override' | 'artefact' | 'none';
+  /** The domain guard's statistics of this model; undefined = guard off (see `guardNote`). */
+  readonly guard: GuardStats | undefined;
+  /** One line on the guard for start-up logs: on (images, k) or off and how to turn it on. */
+  readonly guardNote: string;
+  /** Anchors of the verdicts' `normScore`: the artefact's `scoreRange`, else the training scores' range. */
+  readonly scoreRange: ScoreRange | undefined;
   readonly detector: FairDetector;
   /** Detect on model-size images (the evaluation path). */
   detect(images: readonly ImageF32[]): Promise<Detection[]>;
@@ -129,6 +137,28 @@ export function resolveThreshold(thresholds: ThresholdInfo | undefined, override
   return typeof t === 'number' && Number.isFinite(t) ? { value: t, source: 'artefact' } : undefined;
 }
 
+/**
+ * The guard statistics of a manifest, checked: undefined with a note when the model has none or
+ * has them for another feature set (the guard is then off, the model still runs).
+ * @throws ModelError `bad_manifest` for malformed statistics (a damaged or hand-edited artefact).
+ */
+export function guardOf(manifest: ModelManifest, dir: string): { guard?: GuardStats; note: string } {
+  const howTo = `run 'fairline calibrate --model ${dir} --normal <good images> --guard-only' to fit it`;
+  if (manifest.guard === undefined) return { note: `guard: off (model ${manifest.id} has no statistics of normal images; ${howTo})` };
+  const { version, problems } = guardStatsProblems(manifest.guard, manifest.spec.size);
+  if (version) return { note: `guard: off (${version}; ${howTo})` };
+  if (problems.length > 0) throw new ModelError('bad_manifest', `model ${dir}: ${problems.join('; ')}`);
+  const g = manifest.guard;
+  return { guard: g, note: `guard: on (${g.features.length} features of ${g.n} normal images from ${g.source}, k ${g.k})` };
+}
+
+/** The normScore anchors of a manifest: its `scoreRange`, else the range of its training scores. */
+export function scoreRangeOf(manifest: ModelManifest): ScoreRange | undefined {
+  if (manifest.scoreRange) return manifest.scoreRange;
+  const t = manifest.trainScoreStats;
+  return t ? { min: t.min, max: t.max, n: t.n, source: 'training' } : undefined;
+}
+
 /** The restoration engine for a loaded model (src/runtime/restorers.ts does the choosing). */
 async function restorerFor(loaded: LoadedModel, opts: LoadInspectModelOptions): Promise<{ restorer: Restorer; engine: 'tfjs' | 'onnx' }> {
   try {
@@ -162,6 +192,7 @@ export async function loadInspectModel(opts: LoadInspectModelOptions): Promise<R
   const loaded = loadModel(opts.dir);
   checkModel(loaded, opts.expect);
   const thr = resolveThreshold(loaded.manifest.thresholds, opts.threshold);
+  const guard = guardOf(loaded.manifest, opts.dir);
   if (!thr && (opts.requireThreshold ?? true)) {
     throw new ModelError(
       'no_threshold',
@@ -195,6 +226,9 @@ export async function loadInspectModel(opts: LoadInspectModelOptions): Promise<R
     backend: tf.getBackend(),
     threshold: thr?.value,
     thresholdSource: thr?.source ?? 'none',
+    guard: guard.guard,
+    guardNote: guard.note,
+    scoreRange: scoreRangeOf(loaded.manifest),
     detector,
     detect: (images) => detector.detect(images),
     async inferBatch(images: ImageF32[]): Promise<ModelOutput[]> {

@@ -8,6 +8,7 @@
  */
 import { BadInputError, type FairlineError } from '../errors.js';
 import type { ImageF32 } from '../model/types.js';
+import type { VerdictGuard } from '../verdict.js';
 
 /** Pixel layout of a frame's bytes. `encoded` = a compressed image (PNG/JPEG/...) to be decoded. */
 export type PixelFormat = 'rgb' | 'bgr' | 'gray' | 'encoded';
@@ -47,6 +48,14 @@ export interface DecodedFrame {
   /** Size of the original frame, for mapping model-size regions back to frame pixels. */
   sourceWidth: number;
   sourceHeight: number;
+  /** The domain guard's reading (src/operators/guard.ts), when the graph runs one. */
+  guard?: FrameGuard;
+}
+
+/** The guard's reading of a decoded frame: the verdict's `guard` plus a sentence for `detail`. */
+export interface FrameGuard extends VerdictGuard {
+  /** Why a flagged frame was flagged, for the verdict's `detail`. */
+  detail?: string;
 }
 
 /** What the model returns per image. `map` (optional) is the anomaly map at model size (H*W of the image, row-major). */
@@ -65,7 +74,7 @@ export interface JudgedFrame extends ScoredFrame {
 }
 
 /** Where a frame failed; used as the `stage` metrics label and in error verdicts. */
-export type Stage = 'source' | 'decode' | 'batch' | 'queue' | 'infer' | 'threshold' | 'verdict' | 'deadline';
+export type Stage = 'source' | 'decode' | 'guard' | 'batch' | 'queue' | 'infer' | 'threshold' | 'verdict' | 'deadline';
 
 /** A stage's success value. */
 export interface Ok<T> {

@@ -17,6 +17,7 @@ import { createRequire } from 'node:module';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
+import { removeAtExit } from '../../io/temp.js';
 import type { Worker, WorkerOptions } from 'node:worker_threads';
 import type * as tf from '@tensorflow/tfjs';
 
@@ -129,16 +130,16 @@ export async function createThreadedModule(threads: number, timeoutMs: number): 
   // escapes them back before making its Blob, and so must we (the script is one minified line).
   writeFileSync(workerFile, wasmWorkerContents.replace(/\n/g, '\\n'));
   let removed = false;
+  // Pthread workers read the file while they start; a failed attempt must not delete it under
+  // them (emscripten rethrows the worker's load error in the main thread), so removal waits for
+  // their termination or for the end of the process (exit, or SIGINT/SIGTERM/SIGHUP: src/io/temp.ts).
+  const forget = removeAtExit(dir);
   const cleanup = (): void => {
     if (removed) return;
     removed = true;
-    process.removeListener('exit', cleanup);
+    forget();
     rmSync(dir, { recursive: true, force: true });
   };
-  // Pthread workers read the file while they start; a failed attempt must not delete it under
-  // them (emscripten rethrows the worker's load error in the main thread), so removal waits for
-  // their termination or for process exit.
-  process.once('exit', cleanup);
   let aborted: string | undefined;
   let ready: Promise<WasmModule> | undefined;
   const restoreCpus = fakeCpuCount(2 * threads);
