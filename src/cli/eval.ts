@@ -14,6 +14,7 @@ import { ConfigError, DatasetError, ModelError } from '../errors.js';
 import { listCategories, readDataset, type Dataset } from '../io/datasets.js';
 import { loadModel, readManifest, type ModelManifest } from '../io/artefact.js';
 import { detectorFromModel, evaluateCategory, type PictureMode } from '../eval/evaluate.js';
+import { guardOf } from '../runtime/model.js';
 import { buildReport, formatTable, summariseCategory, writeCategoryPictures, writeReport, type CategorySummary, type EvalReport } from '../eval/report.js';
 
 export interface EvalCliOptions {
@@ -74,6 +75,12 @@ export function planEval(o: Pick<EvalCliOptions, 'data' | 'category' | 'all' | '
   return jobs;
 }
 
+/** The model's guard statistics for evaluateCategory (none when it has none, or of another version). */
+function guardArg(manifest: ModelManifest, dir: string): { guard?: NonNullable<ModelManifest['guard']> } {
+  const { guard } = guardOf(manifest, dir);
+  return guard ? { guard } : {};
+}
+
 /**
  * Run an evaluation and write the report. Returns the report (the CLI prints its table).
  * Sets no exit code: the caller decides what failed images mean.
@@ -94,7 +101,7 @@ export async function runEval(o: EvalCliOptions, env: { backend?: string; progre
       const detector = detectorFromModel(model);
       try {
         const t0 = performance.now();
-        const ev = await evaluateCategory(job.dataset, detector, { id: model.manifest.id, dir: job.modelDir, threshold: model.manifest.thresholds }, {
+        const ev = await evaluateCategory(job.dataset, detector, { id: model.manifest.id, dir: job.modelDir, threshold: model.manifest.thresholds, ...guardArg(model.manifest, job.modelDir) }, {
           batch: o.batch,
           pictures: o.pictures,
           onImage: (done) => {

@@ -13,11 +13,13 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Subject, concatMap, from, lastValueFrom, merge, range, tap, toArray, zip } from 'rxjs';
+import { DEFAULT_GUARD } from '../config.js';
 import { BadInputError, DatasetError, FairlineError, ModelError } from '../errors.js';
 import type { Dataset, Sample } from '../io/datasets.js';
 import type { LoadedModel } from '../io/artefact.js';
 import { decodeImage, loadMask } from '../io/image.js';
 import { FairDetector, TfjsRestorer } from '../model/detector.js';
+import type { GuardStats } from '../model/guard.js';
 import { resizeLinearU8, u8ToF32 } from '../model/resize.js';
 import type { ImageF32, ImageU8 } from '../model/types.js';
 import { unetFromTorch } from '../model/weights.js';
@@ -138,6 +140,8 @@ export interface EvalItem {
   score: number | null;
   /** Verdict at the report threshold: pass / reject, or error. */
   verdict: 'pass' | 'reject' | 'error';
+  /** The domain guard flagged the image (`out_of_domain`): rejected whatever its score. */
+  guard?: string;
   error?: { code: string; stage: string; message: string };
   /** Anomaly map at model size (S*S), absent for failed images. */
   map?: Float32Array;
@@ -195,6 +199,8 @@ export interface CategoryEvaluation {
   metrics: CategoryMetrics;
   /** At `threshold`: good images rejected / good, anomalous images passed / anomalous. */
   atThreshold: { falseRejectRate: number | null; escapeRate: number | null };
+  /** The domain guard: on (the model has statistics) and the test images it flagged (rejected whatever their score), good and defective. */
+  guarded: { on: boolean; good: number; defective: number };
   seconds: number;
 }
 
@@ -294,7 +300,7 @@ export interface EvaluateOptions {
 export async function evaluateCategory(
   ds: Dataset,
   detector: FairDetector,
-  model: { id: string; dir?: string; threshold?: { image: number; method: string } },
+  model: { id: string; dir?: string; threshold?: { image: number; method: string }; guard?: GuardStats },
   opts: EvaluateOptions = {},
 ): Promise<CategoryEvaluation> {
   const t0 = performance.now();
@@ -343,6 +349,7 @@ export async function evaluateCategory(
         batch: { maxSize: batch, maxWaitMs: 5 },
         mode: 'replay',
         deadline: false,
+        ...(model.guard ? { guard: { stats: model.guard, policy: { ...DEFAULT_GUARD, staleFrames: 0 } } } : {}),
       }),
       tap((v) => {
         const s = samples[v.seq]!;
@@ -385,9 +392,11 @@ export async function evaluateCategory(
   else if (metrics.gate.f1Max?.threshold != null) threshold = { value: metrics.gate.f1Max.threshold, source: 'f1-max' };
   else threshold = { value: null, source: 'none' };
   let goodN = 0, goodRej = 0, anomN = 0, anomPass = 0;
+  const guarded = { on: model.guard !== undefined, good: 0, defective: 0 };
   for (const it of items) {
+    if (it.guard) guarded[it.label === 0 ? 'good' : 'defective']++;
     if (it.score === null) continue;
-    if (!model.threshold) it.verdict = threshold.value !== null && it.score >= threshold.value ? 'reject' : 'pass';
+    if (!model.threshold) it.verdict = it.guard || (threshold.value !== null && it.score >= threshold.value) ? 'reject' : 'pass';
     if (it.label === 0) {
       goodN++;
       if (it.verdict === 'reject') goodRej++;
@@ -407,6 +416,7 @@ export async function evaluateCategory(
     items,
     metrics,
     atThreshold: { falseRejectRate: known && goodN ? goodRej / goodN : null, escapeRate: known && anomN ? anomPass / anomN : null },
+    guarded,
     seconds: (performance.now() - t0) / 1000,
   };
 }
@@ -421,6 +431,7 @@ function toItem(v: Verdict, s: Sample, c: Captured | undefined, readError?: stri
       : { code: v.reason ?? 'internal', stage: v.stage ?? 'unknown', message: v.detail ?? (c ? 'no score' : 'no anomaly map captured') };
     return item;
   }
+  if (v.guard && v.guard.status !== 'ok') item.guard = v.guard.status;
   item.map = c.map;
   item.sourceWidth = c.sourceWidth;
   item.sourceHeight = c.sourceHeight;

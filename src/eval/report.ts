@@ -35,6 +35,8 @@ export interface ReportItem {
   /** Picture, relative to the report folder. */
   picture?: string;
   error?: EvalItem['error'];
+  /** The domain guard flagged the image (`out_of_domain`). */
+  guard?: string;
 }
 
 /** One category's row (and its images). */
@@ -50,6 +52,8 @@ export interface CategorySummary extends Pick<CategoryMetrics, MetricName> {
     falseRejectRate: number | null;
     escapeRate: number | null;
   };
+  /** The domain guard: on (the model has statistics) and the test images it flagged (and so rejected), good and defective. */
+  guard: CategoryEvaluation['guarded'];
   /** Why a value is null, by name. */
   nulls: Record<string, string>;
   heatmap?: { normalisation: 'category-threshold-anchored' | 'category-min-max'; lo: number; hi: number; centre?: number };
@@ -146,6 +150,7 @@ export function summariseCategory(ev: CategoryEvaluation, pictures?: { files: Ma
     const pic = pictures?.files.get(it.index);
     if (pic) r.picture = pic;
     if (it.error) r.error = it.error;
+    if (it.guard) r.guard = it.guard;
     return r;
   });
   const good = ev.items.filter((it) => it.label === 0).length;
@@ -162,6 +167,7 @@ export function summariseCategory(ev: CategoryEvaluation, pictures?: { files: Ma
     AUPRO: m.AUPRO,
     image_F1Max: m.image_F1Max,
     gate: { ...m.gate, threshold: ev.threshold, falseRejectRate: ev.atThreshold.falseRejectRate, escapeRate: ev.atThreshold.escapeRate },
+    guard: ev.guarded,
     nulls: { ...m.reasons },
     ...(pictures && pictures.files.size > 0
       ? {
@@ -194,6 +200,7 @@ export function buildReport(categories: CategorySummary[], meta: { data: string;
 export const CSV_COLUMNS = [
   'category', 'images', 'good', 'anomalous', 'errors', 'image_AUROC', 'pixel_AUROC', 'AUPRO', 'image_F1Max', 'F1_threshold',
   'TPR@FPR1%', 'threshold@FPR1%', 'TPR@FPR0.1%', 'threshold@FPR0.1%', 'threshold', 'threshold_source', 'false_reject_rate', 'escape_rate', 'model',
+  'guard', 'guarded_good', 'guarded_defective',
 ] as const;
 
 function csvCell(v: string | number | null | undefined): string {
@@ -208,6 +215,7 @@ function categoryCells(c: CategorySummary): (string | number | null)[] {
     c.category, c.images.total, c.images.good, c.images.anomalous, c.images.errors, c.image_AUROC, c.pixel_AUROC, c.AUPRO, c.image_F1Max, g.f1Max?.threshold ?? null,
     g.tprAtFpr1pct?.tpr ?? null, g.tprAtFpr1pct?.threshold ?? null, g.tprAtFpr01pct?.tpr ?? null, g.tprAtFpr01pct?.threshold ?? null,
     g.threshold.value, g.threshold.source, g.falseRejectRate, g.escapeRate, c.model.id,
+    c.guard.on ? 'on' : 'off', c.guard.good, c.guard.defective,
   ];
 }
 
@@ -224,15 +232,15 @@ export function toCsv(r: EvalReport): string {
   return rows.map((row) => row.map(csvCell).join(',')).join('\n') + '\n';
 }
 
-const TABLE_HEAD = ['category', 'I-AUROC', 'P-AUROC', 'AUPRO', 'F1Max', 'TPR@FPR1%', 'TPR@FPR0.1%', 'threshold', 'FRR', 'escape', 'images'];
+const TABLE_HEAD = ['category', 'I-AUROC', 'P-AUROC', 'AUPRO', 'F1Max', 'TPR@FPR1%', 'TPR@FPR0.1%', 'threshold', 'FRR', 'escape', 'guarded', 'images'];
 
 function tableRows(r: EvalReport): string[][] {
   const rows = r.categories.map((c) => [
     c.category, fmt(c.image_AUROC), fmt(c.pixel_AUROC), fmt(c.AUPRO), fmt(c.image_F1Max), fmt(c.gate.tprAtFpr1pct?.tpr), fmt(c.gate.tprAtFpr01pct?.tpr),
-    fmt(c.gate.threshold.value, 5), fmt(c.gate.falseRejectRate, 3), fmt(c.gate.escapeRate, 3), `${c.images.good}+${c.images.anomalous}${c.images.errors ? ` (${c.images.errors} err)` : ''}`,
+    fmt(c.gate.threshold.value, 5), fmt(c.gate.falseRejectRate, 3), fmt(c.gate.escapeRate, 3), c.guard.on ? `${c.guard.good}+${c.guard.defective}` : 'off', `${c.images.good}+${c.images.anomalous}${c.images.errors ? ` (${c.images.errors} err)` : ''}`,
   ]);
   const m = r.mean;
-  rows.push(['mean', fmt(m.image_AUROC.value), fmt(m.pixel_AUROC.value), fmt(m.AUPRO.value), fmt(m.image_F1Max.value), fmt(m['TPR@FPR1%'].value), fmt(m['TPR@FPR0.1%'].value), '', '', '', '']);
+  rows.push(['mean', fmt(m.image_AUROC.value), fmt(m.pixel_AUROC.value), fmt(m.AUPRO.value), fmt(m.image_F1Max.value), fmt(m['TPR@FPR1%'].value), fmt(m['TPR@FPR0.1%'].value), '', '', '', '', '']);
   return rows;
 }
 
@@ -260,7 +268,8 @@ export function toMarkdown(r: EvalReport): string {
     'Columns: I-AUROC, P-AUROC and AUPRO (FPR <= 0.3, normalised) as the official FAIR evaluation computes them; F1Max = best image-level F1; ',
     'TPR@FPR1% / TPR@FPR0.1% = the largest share of anomalous images rejected while at most 1 % / 0.1 % of good ones are; ',
     'threshold = the verdicts\' threshold (reject if score >= threshold; the model\'s own, or the F1-max one if it has none); ',
-    'FRR = good images rejected at it, escape = anomalous images passed at it. Gate thresholds are in report.json/csv.',
+    'FRR = good images rejected at it, escape = anomalous images passed at it (both count the domain guard\'s rejects); ',
+    'guarded = good + anomalous images the domain guard flagged out_of_domain (rejected whatever their score; "off": the model has no guard statistics). Gate thresholds are in report.json/csv.',
     '',
   );
   const nulls = r.categories.flatMap((c) => Object.entries(c.nulls).map(([k, why]) => `- ${c.category}: ${k} not computed: ${why}`));
