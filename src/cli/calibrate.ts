@@ -6,14 +6,17 @@
  *   defective parts needed): the threshold lies just above the (1 - target) quantile of their
  *   scores, so at most `target` of them would be rejected (src/thresholds.ts calibrateNormalOnly).
  * - `--labelled DIR [--labels FILE]`: good and defective images; the F1-maximising threshold.
+ *   DIR may be a capture folder (`record` in the station config): its captures marked on the
+ *   operator page, "good part" as good and "defect" as defective.
  *
  * Scores come from the same graph and decode as `fairline inspect` (src/runtime/replay.ts), so
  * the line compares exactly these numbers with the threshold.
  */
 import { existsSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { ConfigError, DatasetError } from '../errors.js';
+import { isCaptureRoot, labelledCaptures } from '../io/captures.js';
 import { listImages, readDataset } from '../io/datasets.js';
 import { updateManifest, type ModelManifest, type ThresholdInfo } from '../io/artefact.js';
 import { calibrateF1, calibrateNormalOnly, scoreStats, type ScoreStats } from '../thresholds.js';
@@ -109,6 +112,13 @@ export async function calibrateModel(o: CalibrateOptions): Promise<CalibrationRe
     const files = normalImages(o.normal, o.category);
     root = resolve(o.normal);
     items = files.map((path) => ({ path, key: path, label: 0 }));
+  } else if (isCaptureRoot(resolve(o.labelled!))) {
+    // Captures marked on the operator page (src/io/captures.ts): "good part" -> 0, "defect" -> 1.
+    root = resolve(o.labelled!);
+    items = (await labelledCaptures(root)).map((e) => ({ path: e.frame, key: relative(root, e.frame), label: e.label === 'good' ? 0 : 1 }));
+    say(`calibrate: ${items.length} marked capture(s) in ${root}`);
+    if (!items.some((i) => i.label === 1)) throw new DatasetError('single_class', `no capture in ${root} is marked 'defect' (mark some on the operator page; for good images only use --normal)`);
+    if (!items.some((i) => i.label === 0)) throw new DatasetError('single_class', `no capture in ${root} is marked 'good part'`);
   } else {
     const input = resolveReplayInput(o.labelled!, o.labels ? readLabels(o.labels) : undefined);
     if (input.kind !== 'images') throw new ConfigError('--labelled must be a folder of images');
@@ -180,7 +190,7 @@ export function register(program: Command): void {
       .option('--normal <dir>', 'good held-out images: a folder (or its good/ or test/good/), or a dataset root with --category')
       .option('--category <name>', 'dataset category when --normal is a dataset root (uses its good test images)')
       .option('--target-frr <rate>', 'largest false-reject rate on the good images (normal-only)', floatOption('--target-frr', { min: 0 }), 0.01)
-      .option('--labelled <dir>', 'good/ + defect-type folders: maximise F1 instead')
+      .option('--labelled <dir>', 'good/ + defect-type folders, or a capture folder with marks from the operator page: maximise F1 instead')
       .option('--labels <file>', 'labels CSV/JSON for --labelled instead of the folder layout')
       .addOption(new Option('--engine <name>', 'restoration engine').choices(['auto', 'tfjs', 'onnx']).default('auto'))
       .option('--batch <n>', 'images per model batch', intOption('--batch'), 8)

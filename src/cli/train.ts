@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { backendOptions, checkOutputDir, floatOption, intOption, log, startBackend, type BackendCliOptions } from './common.js';
 import { createProgress, formatDuration, type Progress } from './progress.js';
-import { readDataset } from '../io/datasets.js';
+import { extraNormalImages, readDataset } from '../io/datasets.js';
 import { train, TRAIN_ENGINES, type TrainEngineChoice } from '../train/loop.js';
 import { batchesPerEpoch } from '../train/plan.js';
 import { checkTrainOut, trainOutState } from '../train/resume.js';
@@ -22,6 +22,7 @@ interface TrainCliOptions extends BackendCliOptions {
   cutoff: number;
   order: number;
   textures?: string;
+  addNormal?: string;
   seed: number;
   lr: number;
   cutpaste: 'faithful' | 'corrected';
@@ -128,6 +129,7 @@ export function register(program: Command): void {
       .option('--cutoff <d0>', 'filter cut-off D0 (DFT index units)', floatOption('--cutoff', { min: 0, exclusiveMin: true }), 30)
       .option('--order <n>', 'Butterworth order n', intOption('--order'), 2)
       .option('--textures <dir>', 'texture images (DTD layout) for Perlin anomalies; default: the training images (no-extra-data variant)')
+      .option('--add-normal <dir>', 'more normal images: a capture folder (its captures marked "good part" on the operator page) or a folder of images')
       .option('--seed <n>', 'random seed (runs are reproducible on one backend)', intOption('--seed', 0), 0)
       .option('--lr <lr>', 'Adam learning rate', floatOption('--lr', { min: 0, exclusiveMin: true }), 1e-4)
       .addOption(new Option('--cutpaste <mode>', 'CutPaste as coded, or as the paper describes it').choices(['faithful', 'corrected']).default('faithful'))
@@ -147,7 +149,9 @@ export function register(program: Command): void {
     // Everything that can refuse does so before the backend starts and the images are decoded.
     const out = checkOutputDir(o.out, '--out');
     const replacing = checkTrainOut(out, o);
-    const images = readDataset(resolve(o.data), o.category).train.length;
+    const addNormal = o.addNormal ? await extraNormalImages(o.addNormal) : [];
+    if (addNormal.length) log(`--add-normal: ${addNormal.length} more normal image(s) from ${resolve(o.addNormal!)}`);
+    const images = readDataset(resolve(o.data), o.category).train.length + addNormal.length;
     const startEpoch = o.resume ? (trainOutState(out).checkpoint?.epochsDone ?? 0) : 0;
     const backend = await startBackend(o);
     if (replacing) {
@@ -185,6 +189,7 @@ export function register(program: Command): void {
           engine: o.engine,
           providers: o.providers,
           threads: o.threads,
+          ...(addNormal.length ? { addNormal } : {}),
         },
         {
           log: (msg) => (progress ? progress.note(msg) : log(msg)),

@@ -6,6 +6,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { DatasetError } from '../errors.js';
+import { isCaptureRoot, labelledCaptures } from './captures.js';
 
 /** One image of a split. `label` 1 = anomalous. */
 export interface Sample {
@@ -189,6 +190,25 @@ export function readDataset(root: string, category: string, opts: { needTest?: b
     }
   }
   return requireNonEmpty(ds, opts.needTest ?? false);
+}
+
+/**
+ * Normal images to train on beside a dataset's own (`fairline train --add-normal DIR`): from a
+ * capture folder (src/io/captures.ts) the frames an operator marked "good part" on the operator
+ * page, i.e. false rejects; else the images of a folder (or of its `good/`).
+ * @throws DatasetError (`empty_split`) when there are none.
+ */
+export async function extraNormalImages(dir: string): Promise<string[]> {
+  const root = resolve(dir);
+  if (!isDir(root)) throw new DatasetError('missing', `--add-normal: ${root} is not a folder`);
+  if (isCaptureRoot(root)) {
+    const good = (await labelledCaptures(root, 'good')).map((e) => e.frame);
+    if (good.length === 0) throw new DatasetError('empty_split', `--add-normal: no capture in ${root} is marked 'good part' (mark false rejects on the operator page first)`);
+    return good;
+  }
+  const files = listImages(root).length > 0 ? listImages(root) : listImages(join(root, 'good'));
+  if (files.length === 0) throw new DatasetError('empty_split', `--add-normal: no images in ${root} or ${join(root, 'good')}`);
+  return files;
 }
 
 /** Categories under a root (folders with train/good, or objects of VisA's CSV). */

@@ -69,6 +69,8 @@ export interface TrainOptions {
   prefetch?: number;
   /** Cap on texture images loaded into memory (default 2000). */
   maxTextures?: number;
+  /** More normal images beside the dataset's training split (`--add-normal`: captures marked good on the operator page). */
+  addNormal?: string[];
 }
 
 export type TrainEngineChoice = 'auto' | 'onnx' | 'tfjs';
@@ -187,7 +189,8 @@ export async function train(opts: TrainOptions, hooks: TrainHooks = {}): Promise
   const log = hooks.log ?? (() => undefined);
   const backend = tf.getBackend();
   const ds = readDataset(opts.dataRoot, opts.category);
-  const trainPaths = ds.train.map((s) => s.path);
+  const trainPaths = [...ds.train.map((s) => s.path), ...(opts.addNormal ?? [])];
+  if (opts.addNormal?.length) log(`data: ${opts.addNormal.length} more normal image(s) (--add-normal)`);
   const t0 = Date.now();
   const { bank, hash } = await loadBank(trainPaths, opts.size, 'training');
   let textures: ImageBank | undefined;

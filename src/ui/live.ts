@@ -20,7 +20,8 @@ export type SourceState = 'starting' | 'up' | 'down' | 'reconnecting' | 'ended' 
 
 /**
  * Optional verdict fields the page shows when present: `normScore` (score in [0, 1] with the
- * threshold at 0.5) and `guard` (the in-domain guard's finding), both added by the guard work.
+ * threshold at 0.5) and `guard` (the domain guard's reading, `{status: 'ok' | 'out_of_domain' |
+ * 'stale_frame', action, measure?, feature?, ...}`).
  */
 export interface VerdictExtras {
   normScore?: number;
@@ -30,11 +31,11 @@ export interface VerdictExtras {
 /** Reasons the in-domain guard gives its verdicts. */
 const GUARD_REASONS = new Set(['out_of_domain', 'stale_frame']);
 
-/** Whether the guard (not the model) decided this verdict: a guard reason, or a `guard` finding that names one. */
+/** Whether the guard flagged this frame: a guard reason, or a guard reading whose status is not `ok`. */
 export function isGuarded(v: Verdict & VerdictExtras): boolean {
   if (v.reason !== undefined && GUARD_REASONS.has(v.reason)) return true;
-  const g = v.guard;
-  return typeof g === 'object' && g !== null && typeof (g as { reason?: unknown }).reason === 'string';
+  const status = (v.guard as { status?: unknown } | undefined)?.status;
+  return typeof status === 'string' && status !== 'ok';
 }
 
 /** The model as the page shows it. */
@@ -162,6 +163,7 @@ export interface CardSnapshot {
   normScore?: number;
   threshold: number | null;
   reason?: string;
+  /** The guard's reading, when it flagged the frame. */
   guard?: unknown;
   regions: number;
   /** Pictures can be rendered (the frame's pixels are held or captured). */
@@ -367,7 +369,7 @@ export class LiveView {
       };
       if (typeof v.normScore === 'number') s.normScore = v.normScore;
       if (v.reason !== undefined) s.reason = v.reason;
-      if (v.guard !== undefined) s.guard = v.guard;
+      if (isGuarded(v) && v.guard !== undefined) s.guard = v.guard;
       if (k.capture?.label) s.label = k.capture.label;
       return s;
     });

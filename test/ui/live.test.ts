@@ -31,14 +31,14 @@ describe('ui/live (the page state)', () => {
     live.onVerdict(verdict(2, 'reject', { failSafe: true, reason: 'deadline', score: null, threshold: null }));
     live.onVerdict(verdict(3, 'error', { reason: 'dropped', stage: 'queue' }));
     live.onVerdict(verdict(4, 'reject', { reason: 'out_of_domain' }));
-    live.onVerdict(verdict(5, 'error', { guard: { reason: 'stale_frame', measure: 'identical' } }));
-    live.onVerdict(verdict(6, 'pass', { guard: { measure: 0.2 } }));
+    live.onVerdict(verdict(5, 'error', { guard: { status: 'stale_frame', action: 'error', repeats: 5 } }));
+    live.onVerdict(verdict(6, 'pass', { guard: { status: 'ok', action: 'reject', measure: 0.2 } }));
     live.onVerdict(verdict(1, 'pass', { late: true }));
     live.onDrop('cam0', 3);
     const [c] = live.tick().cameras;
     assert.deepEqual(c!.verdicts, { pass: 2, reject: 3, error: 2 });
     assert.equal(c!.failSafe, 1);
-    assert.equal(c!.guard, 2, 'a guard reason or a guard finding with a reason; a bare measure is not a guard verdict');
+    assert.equal(c!.guard, 2, "a guard reason or a guard reading that is not 'ok'");
     assert.equal(c!.dropped, 4);
     assert.equal(isGuarded(verdict(0, 'pass')), false);
   });
@@ -98,7 +98,7 @@ describe('ui/live (the page state)', () => {
     for (let i = 0; i < 30; i++) {
       const j = judged(i);
       js.push(j);
-      live.onVerdict(verdict(i, 'reject', { normScore: 0.7, guard: i === 29 ? { reason: 'x' } : undefined }), j);
+      live.onVerdict(verdict(i, 'reject', { normScore: 0.7, guard: { status: i === 29 ? 'out_of_domain' : 'ok', action: 'reject', measure: 9, feature: 'gray_mean' } }), j);
     }
     live.onVerdict(verdict(40, 'reject', { failSafe: true, reason: 'deadline', score: null, threshold: null }));
     live.onVerdict(verdict(41, 'pass'), judged(41));
@@ -107,8 +107,8 @@ describe('ui/live (the page state)', () => {
     assert.deepEqual(cards.map((c) => c.seq), Array.from({ length: 24 }, (_, i) => 29 - i));
     assert.equal(cards[0]!.id, captureId(verdict(29, 'reject')));
     assert.equal(cards[0]!.normScore, 0.7);
-    assert.deepEqual(cards[0]!.guard, { reason: 'x' });
-    assert.equal(cards[1]!.guard, undefined);
+    assert.deepEqual(cards[0]!.guard, { status: 'out_of_domain', action: 'reject', measure: 9, feature: 'gray_mean' });
+    assert.equal(cards[1]!.guard, undefined, "an 'ok' reading is not shown on the card");
     const newest = live.card(cards[0]!.id)!;
     assert.equal(newest.data!.payload, js[29]!.frame.payload, 'a reference, not a copy');
     assert.equal(newest.data!.map, js[29]!.map);
