@@ -21,6 +21,7 @@ import type { ImageF32 } from '../src/model/types.js';
 import { checkPolicy, guardFrames, type GuardPolicy } from '../src/operators/guard.js';
 import { inspect, type InspectModel } from '../src/operators/inspect.js';
 import { loadInspectModel } from '../src/runtime/model.js';
+import { startStation, type VerdictSink } from '../src/runtime/station.js';
 import { failed, ok, type DecodedFrame, type Frame, type Result } from '../src/streams/frame.js';
 import { normaliseScore } from '../src/thresholds.js';
 import { verdictProblems, type Verdict } from '../src/verdict.js';
@@ -347,6 +348,31 @@ describe('domain guard (src/model/guard.ts, src/operators/guard.ts)', () => {
         await other.dispose();
         updateManifest(dir, { guard: { ...stats, k: -1 } });
         await assert.rejects(loadInspectModel({ dir, engine: 'tfjs' }), (e: unknown) => e instanceof ModelError && e.code === 'bad_manifest' && /guard.k/.test(e.message));
+        // The station says so at start-up and on /metrics, and guards every camera frame.
+        const station = async (): Promise<{ logs: string[]; metrics: string; got: Verdict[] }> => {
+          const got: Verdict[] = [];
+          const sink: VerdictSink = { kind: 'memory', publish: (v) => void got.push(v), close: async () => undefined };
+          const logs: string[] = [];
+          const config = parseConfig(
+            { line: 'L1', station: 'S1', model: dir, backend: 'cpu', engine: 'tfjs', cameras: [{ id: 'sim0', source: { type: 'synthetic', width: 48, height: 48, fps: 50, count: 4 } }], deadlineMs: 20000, metrics: { enabled: false } },
+            { baseDir: dir },
+          );
+          const st = await startStation({ config, sink, log: (m) => logs.push(m) });
+          await st.done;
+          return { logs, metrics: await st.metrics.registry.metrics(), got };
+        };
+        updateManifest(dir, { guard: undefined });
+        const plain = await station();
+        assert.ok(plain.logs.some((l) => /^guard: off \(model test-\w+ has no statistics/.test(l)), plain.logs.join('\n'));
+        assert.match(plain.metrics, /fairline_model_info\{model="test-\w+",backend="cpu",engine="tfjs-cpu",guard="off"/);
+        assert.ok(plain.got.every((v) => v.guard?.status === 'ok' && v.guard.measure === undefined), 'frozen-camera check only');
+        updateManifest(dir, { guard: fitGuard(Array.from({ length: 8 }, (_, i) => guardFeatures(normal(i))), { size: 32, source: 'test' }) });
+        const guarded = await station();
+        assert.ok(guarded.logs.some((l) => /^guard: on \(61 features of 8 normal images from test, k [\d.]+\); action reject$/.test(l)), guarded.logs.join('\n'));
+        assert.match(guarded.metrics, /guard="on"/);
+        // The synthetic camera's dark ellipse is not what this model has seen: every frame rejected.
+        assert.deepEqual(guarded.got.map((v) => `${v.verdict}/${v.reason}`), Array(4).fill('reject/out_of_domain'));
+        assert.match(guarded.metrics, /fairline_frames_guarded_total\{camera="sim0",reason="out_of_domain",line="L1",station="S1"\} 4/);
         // saveModel stores both, and old readers' fields are untouched.
         const m = saveModel(join(dir, 'b'), { spec: readManifest(dir).spec, tensors: {}, guard: stats });
         assert.deepEqual(m.guard, stats);

@@ -14,7 +14,7 @@
  */
 import { Subject, takeUntil, type Subscription } from 'rxjs';
 import type { Registry } from 'prom-client';
-import type { CameraConfig, FairlineConfig, NatsConfig } from '../config.js';
+import { cameraGuard, type CameraConfig, type FairlineConfig, type NatsConfig } from '../config.js';
 import { ModelError, asFairlineError, type FairlineError } from '../errors.js';
 import { createMetrics, metricsHooks, serveMetrics, type FairlineMetrics, type MetricsServer } from '../metrics.js';
 import { inspect, type InspectHooks } from '../operators/inspect.js';
@@ -240,10 +240,11 @@ export async function startStation(opts: StationOptions): Promise<Station> {
       }));
     if (!opts.model) cleanups.push(() => model.dispose());
     log(`model ${model.id}: ${model.size}px, engine ${model.engineName}, backend ${model.backend}, threshold ${model.threshold ?? '(per camera)'} (${model.thresholdSource})`);
+    log(model.guard ? `${model.guardNote}; action ${cfg.guard.action}${cfg.guard.k !== undefined ? `, k ${cfg.guard.k} (config)` : ''}` : model.guardNote);
 
     // 2. Metrics.
     const metrics = createMetrics(opts.registry, { defaultLabels: { line: cfg.line, station: cfg.station } });
-    metrics.modelInfo.set({ model: model.id, backend: model.backend, engine: model.engineName }, 1);
+    metrics.modelInfo.set({ model: model.id, backend: model.backend, engine: model.engineName, guard: model.guard ? 'on' : 'off' }, 1);
     let server: MetricsServer | undefined;
     if (opts.serveMetrics ?? cfg.metrics.enabled) {
       server = await serveMetrics(metrics, { host: cfg.metrics.host, port: cfg.metrics.port });
@@ -323,6 +324,7 @@ export async function startStation(opts: StationOptions): Promise<Station> {
         mode: cam.mode,
         queueLimit: cfg.queueLimit,
         deadline: cam.mode === 'live' ? { deadlineMs: cam.deadlineMs ?? cfg.deadlineMs, verdict: cfg.failSafe } : false,
+        guard: { policy: cameraGuard(cfg, cam) },
         hooks,
       });
       run.ended = new Promise<void>((resolve) => {
