@@ -62,8 +62,13 @@ export interface LiveViewOptions {
   station: string;
   model: LiveModelInfo;
   cameras: readonly LiveCameraInfo[];
-  /** Reject cards kept (default 24). */
+  /** Reject cards on the page (default 24). */
   maxCards?: number;
+  /**
+   * Cards kept in memory (default 2 x maxCards): a card that just left the page can still
+   * answer the picture requests a browser sent while it was on it.
+   */
+  keepCards?: number;
   /** Source frames the cards may keep referenced for full-size pictures, bytes (default 64 MiB). Older cards fall back to the capture file or the model-size input. */
   maxFrameBytes?: number;
   /** Recent scores per camera in the histogram (default 1000). */
@@ -218,6 +223,7 @@ export class LiveView {
   private readonly cardIndex = new Map<string, Card>();
   private readonly now: () => number;
   private readonly maxCards: number;
+  private readonly keepCards: number;
   private readonly maxFrameBytes: number;
   private readonly bins: number;
   private last: LiveSnapshot | undefined;
@@ -225,6 +231,7 @@ export class LiveView {
   constructor(readonly opts: LiveViewOptions) {
     this.now = opts.now ?? Date.now;
     this.maxCards = opts.maxCards ?? 24;
+    this.keepCards = Math.max(this.maxCards, opts.keepCards ?? 2 * this.maxCards);
     this.maxFrameBytes = opts.maxFrameBytes ?? 64 * 2 ** 20;
     this.bins = opts.bins ?? 32;
     for (const c of opts.cameras) this.camera(c.id, c);
@@ -295,7 +302,7 @@ export class LiveView {
     if (old) this.cards.splice(this.cards.indexOf(old), 1);
     this.cards.unshift(card);
     this.cardIndex.set(card.id, card);
-    while (this.cards.length > this.maxCards) this.cardIndex.delete(this.cards.pop()!.id);
+    while (this.cards.length > this.keepCards) this.cardIndex.delete(this.cards.pop()!.id);
     // Bound the source frames held: the newest cards keep theirs.
     let bytes = 0;
     for (const k of this.cards) {
@@ -353,7 +360,7 @@ export class LiveView {
       if (c.reason !== undefined) snap.reason = c.reason;
       cameras.push(snap);
     }
-    const cards = this.cards.map((k): CardSnapshot => {
+    const cards = this.cards.slice(0, this.maxCards).map((k): CardSnapshot => {
       const v = k.verdict;
       const s: CardSnapshot = {
         id: k.id,

@@ -93,7 +93,7 @@ describe('ui/live (the page state)', () => {
   });
 
   it('keeps the last 24 model rejects as cards, newest first, holding (not copying) their pixels within a byte bound', () => {
-    const live = new LiveView({ line: 'L1', station: 'S1', model: MODEL, cameras: [{ id: 'cam0', mode: 'live', threshold: 0.5 }], maxFrameBytes: 480 });
+    const live = new LiveView({ line: 'L1', station: 'S1', model: MODEL, cameras: [{ id: 'cam0', mode: 'live', threshold: 0.5 }], maxFrameBytes: 480, keepCards: 26 });
     const js: JudgedFrame[] = [];
     for (let i = 0; i < 30; i++) {
       const j = judged(i);
@@ -116,7 +116,9 @@ describe('ui/live (the page state)', () => {
     const held = cards.map((c) => live.card(c.id)!.data!.payload !== undefined);
     assert.deepEqual(held, [...Array(10).fill(true), ...Array(14).fill(false)]);
     assert.ok(cards.every((c) => c.pictures));
-    assert.equal(live.card(captureId(verdict(5, 'reject'))), undefined, 'older cards are gone');
+    // Two more are kept off the page (for picture requests already on their way), older ones are gone.
+    assert.ok(live.card(captureId(verdict(4, 'reject'))));
+    assert.equal(live.card(captureId(verdict(3, 'reject'))), undefined);
   });
 
   it('learns from the recorder which cards are captured and marked; a captured card lets go of its frame', () => {
