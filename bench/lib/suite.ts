@@ -3,7 +3,7 @@
  * (bench/model.ts) and `fairline bench`:
  *
  * - {@link runModelBench}: the tfjs backend alone (UNet inference and training at c = 32,
- *   high-pass, scoring).
+ *   high-pass, scoring, the domain guard).
  * - {@link runFullBench}: every engine (tfjs-wasm, onnxruntime-cpu, a tfjs-cpu token run) at
  *   c = 32/64/128 against the PyTorch peer measured alternately in the same run, a training
  *   step, the pre/post-processing stages, and the live inspect() graph at 50% and 100% of its
@@ -25,8 +25,8 @@ import { unetForwardFlops } from './flops.js';
 import { machineInfo, peakRssMiB, type MachineInfo, type Rate } from './measure.js';
 import { profileTrainingStep, formatProfile } from './profile.js';
 import { fmt, table } from './table.js';
-import { runTorch, torchAvailable, type TorchAvailability, type TorchConfig } from './torch.js';
-import { decodeRate, highpassRate, inferenceRate, pipelineBench, scoringRate, trainingGraphRate, trainingRate, type PipelineRun } from './workloads.js';
+import { runOnnxStep, runTorch, torchAvailable, type TorchAvailability, type TorchConfig } from './torch.js';
+import { decodeRate, guardRate, highpassRate, inferenceRate, pipelineBench, scoringRate, trainingGraphRate, trainingRate, type PipelineRun } from './workloads.js';
 
 export interface BenchOptions {
   json?: string;
@@ -36,6 +36,7 @@ export interface BenchOptions {
   size: number;
   threads?: number;
   widths: number[];
+  trainWidths: number[];
   torch: boolean;
   rounds: number;
   profile: boolean;
@@ -55,7 +56,8 @@ export function addBenchOptions(cmd: Command): Command {
     .option('--seconds <n>', 'seconds per measurement (at least one timed iteration)', (v) => Number(v), 3)
     .option('--size <px>', 'model input size', (v) => Number(v), 256)
     .option('--threads <n>', 'threads for every engine (default: all cores)', (v) => Number(v))
-    .option('--widths <list>', 'UNet base widths to compare', ints, [32, 64, 128])
+    .option('--widths <list>', 'UNet base widths to compare (inference)', ints, [32, 64, 128])
+    .option('--train-widths <list>', 'UNet base widths of the training-step comparison', ints, [8, 32, 64])
     .option('--rounds <n>', 'alternating fairline/PyTorch rounds per config (c >= 64: 1)', (v) => Number(v), 2)
     .option('--no-torch', 'skip the PyTorch peer')
     .addOption(new Option('--profile', 'bench:model only: kernel profile of one training step').default(false));
@@ -66,12 +68,36 @@ const unetSpec = (width: number): UNetSpec => ({ baseWidth: width, inChannels: 1
 
 interface EngineResult {
   imagesPerSecond?: number;
+  /** Peak RSS of the measuring process (child-process engines). */
+  maxRssMiB?: number;
   gflops?: number;
   iterations?: number;
   seconds?: number;
   skipped?: string;
   /** All rounds' images/s (the best is reported). */
   rounds?: number[];
+}
+
+interface TrainingRow {
+  width: number;
+  batch: number;
+  size: number;
+  gflopPerImage: number;
+  onnx?: EngineResult;
+  pytorch?: EngineResult;
+  ratio?: number;
+  rssRatio?: number;
+}
+
+interface GraphRow {
+  width: number;
+  engine: string;
+  imagesPerSecond: number;
+  dataWaitShare: number;
+  seconds: number;
+  workers: number;
+  /** Graph images/s over the bare step's. */
+  vsStep?: number;
 }
 
 function fromRate(r: Rate, flopsPerImage: number): EngineResult {
@@ -148,7 +174,7 @@ export async function runModelBench(o: BenchOptions): Promise<Record<string, unk
     // The training graph end to end: data workers + prefetch + step, and how long the step waited.
     const images = o.quick ? 8 : 16;
     log(`training graph c=32 batch 8 over ${images} images...`);
-    const g = await trainingGraphRate({ width: 32, size, batch: 8, images });
+    const g = await trainingGraphRate({ width: 32, size, batch: 8, images, engine: 'tfjs' });
     rows.push([`training graph c=32 ${size}^2 batch 8 (micro ${g.microBatch}, ${g.workers} data worker(s)), data wait ${fmt(100 * g.dataWaitShare)}%`, `${fmt(g.imagesPerSecond)} img/s`, '', images]);
     results.push({ task: 'train-graph', width: 32, size, batch: 8, microBatch: g.microBatch, workers: g.workers, imagesPerSecond: g.imagesPerSecond, dataWaitShare: g.dataWaitShare });
   }
@@ -156,7 +182,9 @@ export async function runModelBench(o: BenchOptions): Promise<Record<string, unk
   rows.push([`high-pass (FFT Butterworth, fft.js) ${size}^2 BGR`, `${fmt(hp.msPerItem)} ms/frame`, '', hp.iterations]);
   const sc = await scoringRate({ size, batch: 8, seconds: 1 });
   rows.push([`scoring (MSGMS + colour + mean 21, ${engine}) ${size}^2`, `${fmt(sc.msPerItem)} ms/frame`, '', sc.iterations]);
-  results.push({ task: 'highpass', msPerFrame: hp.msPerItem }, { task: 'scoring', engine, msPerFrame: sc.msPerItem });
+  const gd = await guardRate({ size, seconds: 1 });
+  rows.push([`domain guard (61 features + range test) ${size}^2 BGR`, `${fmt(gd.msPerItem)} ms/frame`, '', gd.iterations]);
+  results.push({ task: 'highpass', msPerFrame: hp.msPerItem }, { task: 'scoring', engine, msPerFrame: sc.msPerItem }, { task: 'guard', msPerFrame: gd.msPerItem });
   console.log(`\n${table(['workload', 'speed', 'GFLOP/s', 'iterations'], rows)}\n`);
   console.log(`peak RSS ${peakRssMiB()} MiB`);
   const out = { date: new Date().toISOString(), machine: m, backend, results, peakRssMiB: peakRssMiB() };
@@ -271,41 +299,68 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
     unet.dispose();
   }
 
-  // --- Training step (tfjs-wasm; onnxruntime-node has no training API) ------------------------
-  const trainWidth = 32;
-  const trainBatch = o.quick ? autoMicroBatch('wasm', size, trainWidth, 8) : 8;
-  const microBatch = autoMicroBatch(backend.name, size, trainWidth, trainBatch);
-  const trainFlops = 3 * unetForwardFlops(unetSpec(trainWidth), size);
-  const training: { width: number; batch: number; microBatch: number; size: number; fairline?: EngineResult; pytorch?: EngineResult; ratio?: number; loss: string; graph?: Awaited<ReturnType<typeof trainingGraphRate>> } = {
-    width: trainWidth, batch: trainBatch, microBatch, size, loss: 'MSE + (1 - SSIM) on both sides',
-  };
-  for (let r = 0; r < (o.quick ? 1 : o.rounds); r++) {
-    const fl = async (): Promise<void> => {
-      log(`train c=${trainWidth} b=${trainBatch} (micro-batch ${microBatch}) tfjs-wasm (round ${r + 1})...`);
-      training.fairline = best(training.fairline, fromRate(await trainingRate({ width: trainWidth, size, batch: trainBatch, microBatch, seconds }), trainFlops));
-    };
-    const pt = async (): Promise<void> => {
-      log(`train c=${trainWidth} b=${trainBatch} pytorch-cpu (round ${r + 1})...`);
-      training.pytorch = best(training.pytorch, await peer({ mode: 'train', width: trainWidth, batch: trainBatch, seconds, loss: 'fair' }));
-    };
-    for (const step of r % 2 === 0 ? [fl, pt] : [pt, fl]) await step();
+  // --- Training step per width: the onnxruntime engine and the PyTorch peer, each in a child
+  // process of its own (so peak RSS is the step's), alternating; tfjs-wasm at c=32 as the reference.
+  const trainBatch = 8;
+  const trainWidths = o.quick ? [8] : o.trainWidths;
+  const training: TrainingRow[] = [];
+  for (const width of trainWidths) {
+    const row: TrainingRow = { width, batch: trainBatch, size, gflopPerImage: (3 * unetForwardFlops(unetSpec(width), size)) / 1e9 };
+    const flops = row.gflopPerImage * 1e9;
+    const secs = width >= 64 ? Math.max(seconds, 10) : seconds;
+    for (let r = 0; r < (o.quick ? 1 : o.rounds); r++) {
+      const on = async (): Promise<void> => {
+        if (!ortOk) return void (row.onnx = { skipped: 'onnxruntime-node not available' });
+        log(`train c=${width} b=${trainBatch} onnxruntime-cpu (round ${r + 1})...`);
+        try {
+          const res = await runOnnxStep({ width, size, batch: trainBatch, threads: cores, seconds: secs });
+          row.onnx = best(row.onnx, { imagesPerSecond: res.images_per_s, gflops: (res.images_per_s * flops) / 1e9, iterations: res.iterations, seconds: res.seconds, maxRssMiB: res.max_rss_mib });
+        } catch (err) {
+          row.onnx ??= { skipped: (err as Error).message };
+        }
+      };
+      const pt = async (): Promise<void> => {
+        log(`train c=${width} b=${trainBatch} pytorch-cpu (round ${r + 1})...`);
+        row.pytorch = best(row.pytorch, await peer({ mode: 'train', width, batch: trainBatch, seconds: secs, loss: 'fair' }));
+      };
+      for (const step of r % 2 === 0 ? [on, pt] : [pt, on]) await step();
+    }
+    if (row.onnx?.imagesPerSecond && row.pytorch?.imagesPerSecond) row.ratio = row.onnx.imagesPerSecond / row.pytorch.imagesPerSecond;
+    if (row.onnx?.maxRssMiB && row.pytorch?.maxRssMiB) row.rssRatio = row.onnx.maxRssMiB / row.pytorch.maxRssMiB;
+    training.push(row);
   }
-  // The whole training graph (data workers, prefetch, step): images/s and the data-wait share.
-  log(`training graph c=${trainWidth} batch 8 ...`);
-  training.graph = await trainingGraphRate({ width: trainWidth, size, batch: 8, images: o.quick ? 8 : 16 });
-  if (training.fairline?.imagesPerSecond && training.pytorch?.imagesPerSecond) training.ratio = training.fairline.imagesPerSecond / training.pytorch.imagesPerSecond;
+  // The tfjs reference engine at c = 32 (micro-batched to fit the wasm heap), one round.
+  const refWidth = 32;
+  const refMicro = autoMicroBatch(backend.name, size, refWidth, trainBatch);
+  let tfjsTraining: EngineResult | undefined;
+  if (!o.quick) {
+    log(`train c=${refWidth} b=${trainBatch} (micro-batch ${refMicro}) tfjs-wasm...`);
+    tfjsTraining = fromRate(await trainingRate({ width: refWidth, size, batch: trainBatch, microBatch: refMicro, seconds }), 3 * unetForwardFlops(unetSpec(refWidth), size));
+  }
+  // The whole training graph (data workers, prefetch, step) on the default engine, second epoch.
+  const graphs: GraphRow[] = [];
+  for (const width of o.quick ? [8] : [8, 32]) {
+    log(`training graph c=${width} batch 8 ...`);
+    const g = await trainingGraphRate({ width, size, batch: 8, images: o.quick ? 16 : 48, epochs: 2 });
+    const step = training.find((t) => t.width === width)?.onnx?.imagesPerSecond;
+    graphs.push({ width, ...g, ...(step ? { vsStep: g.imagesPerSecond / step } : {}) });
+  }
+  const trainRatios = training.filter((t) => t.ratio).map((t) => t.ratio!);
+  const trainingRatio = trainRatios.length ? Math.exp(trainRatios.reduce((a, r) => a + Math.log(r), 0) / trainRatios.length) : undefined;
 
   // --- Stages -------------------------------------------------------------------------------
-  log('stages: decode, high-pass, scoring...');
+  log('stages: decode, high-pass, scoring, guard...');
   const stageSecs = Math.min(seconds, 2);
   const side = 1024;
   const dec = await decodeRate({ size, side, seconds: stageSecs });
   const hp = await highpassRate({ size, batch: 8, seconds: stageSecs });
   const sc = await scoringRate({ size, batch: 8, seconds: stageSecs });
+  const gd = await guardRate({ size, seconds: stageSecs });
   const stages = {
     decode: { what: `PNG ${side}x${side} RGB -> sharp decode -> INTER_LINEAR ${size}^2 -> float`, msPerFrame: dec.msPerItem },
     highpass: { what: `FFT Butterworth (fft.js), ${size}^2 BGR -> gray high-pass, batch 8`, msPerFrame: hp.msPerItem },
     scoring: { what: `MSGMS + colour + 21x21 mean + max on tfjs-wasm, batch 8`, msPerFrame: sc.msPerItem },
+    guard: { what: `domain guard: 61 features of the ${size}^2 BGR frame + range test (src/model/guard.ts)`, msPerFrame: gd.msPerItem },
   };
 
   // --- End-to-end pipeline with the fastest engine at c = 32 ---------------------------------
@@ -346,9 +401,16 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
   if (skips.length) console.log(`\nskipped: ${[...new Set(skips)].join('; ')}`);
   console.log(`tfjs-cpu: ${fmt(cpuToken.imagesPerSecond)} img/s for ${cpuToken.config} (${cpuToken.note})`);
 
-  console.log(`\nTraining step c=${trainWidth} ${size}^2 batch ${trainBatch} (fairline micro-batch ${microBatch}; ${training.loss}), images/s (GFLOP/s):\n`);
-  console.log(table(['engine', 'img/s (GFLOP/s)'], [['tfjs-wasm', cell(training.fairline)], ['pytorch-cpu', cell(training.pytorch)], ['fairline/PyTorch', training.ratio ? `${fmt(training.ratio)}x` : '-']]));
-  if (training.graph) console.log(`training graph (fairline train, batch 8, micro-batch ${training.graph.microBatch}, ${training.graph.workers} data worker(s)): ${fmt(training.graph.imagesPerSecond)} img/s, the step waited for data ${fmt(100 * training.graph.dataWaitShare)}% of the time`);
+  const rss = (e?: EngineResult): string => (e?.maxRssMiB ? `${e.maxRssMiB}` : '-');
+  console.log(`\nTraining step ${size}^2 batch ${trainBatch} (MSE + (1 - SSIM), Adam, BN statistics; each engine in its own process), images/s (GFLOP/s):\n`);
+  console.log(table(['c', 'onnxruntime-cpu', 'pytorch-cpu', 'fairline/PyTorch', 'peak RSS MiB onnx / torch'], training.map((t) => [
+    t.width, cell(t.onnx), cell(t.pytorch), t.ratio ? `${fmt(t.ratio)}x` : '-', `${rss(t.onnx)} / ${rss(t.pytorch)}${t.rssRatio ? ` (${fmt(t.rssRatio)}x)` : ''}`,
+  ])));
+  if (tfjsTraining) console.log(`tfjs-wasm reference engine c=${refWidth} (micro-batch ${refMicro}): ${cell(tfjsTraining)} img/s`);
+  for (const g of graphs) {
+    console.log(`training graph c=${g.width} (fairline train, ${g.engine}, batch 8, ${g.workers} data worker(s), epoch 2): ${fmt(g.imagesPerSecond)} img/s` +
+      `${g.vsStep ? ` = ${fmt(100 * g.vsStep, 0)}% of the bare step` : ''}, the step waited for data ${fmt(100 * g.dataWaitShare)}% of the time`);
+  }
 
   console.log(`\nStages, ms/frame:\n`);
   console.log(table(['stage', 'ms/frame', 'what'], Object.entries(stages).map(([k, v]) => [k, fmt(v.msPerFrame), v.what])));
@@ -365,7 +427,7 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
   const peak = peakRssMiB();
   const end = machineInfo().loadAvg;
   console.log(`\ninference_ratio (geometric mean over configs, best fairline engine / PyTorch): ${inferenceRatio ? `${fmt(inferenceRatio)}x` : '-'}`);
-  console.log(`training_ratio (tfjs-wasm / PyTorch, c=${trainWidth} batch ${trainBatch}): ${training.ratio ? `${fmt(training.ratio)}x` : '-'}`);
+  console.log(`training_ratio (geometric mean over c=${trainWidths.join(',')}, onnxruntime engine / PyTorch, batch ${trainBatch}): ${trainingRatio ? `${fmt(trainingRatio)}x` : '-'}`);
   console.log(`peak RSS ${peak} MiB (this process); load average at end ${end.join(' ')}; ${((Date.now() - started) / 1000).toFixed(0)} s`);
 
   const out = {
@@ -379,9 +441,11 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
     onnxruntime: ortOk,
     pytorch: torch,
     inference_ratio: inferenceRatio,
-    training_ratio: training.ratio,
+    training_ratio: trainingRatio,
     inference,
     training,
+    trainingGraph: graphs,
+    tfjsTraining: tfjsTraining ? { width: refWidth, batch: trainBatch, microBatch: refMicro, ...tfjsTraining } : undefined,
     tfjsCpu: cpuToken,
     stages,
     pipeline: { engine: pipeRestorer.engine, batch: { maxSize: 8, maxWaitMs: 20 }, frameSide: side, threshold: pipe.threshold, capacity: pipe.capacity, paced: pipe.paced },

@@ -60,8 +60,13 @@ export function runTorch(python: string, cfg: TorchConfig): Promise<TorchResult>
   const args = [TORCH_SCRIPT, '--mode', cfg.mode, '--width', String(cfg.width), '--size', String(cfg.size), '--batch', String(cfg.batch),
     '--threads', String(cfg.threads), '--seconds', String(cfg.seconds)];
   if (cfg.mode === 'train') args.push('--loss', cfg.loss ?? 'fair');
+  return runJsonChild(python, args, 'torch_unet.py');
+}
+
+/** Run a benchmark child that prints one JSON line last; reject with its stderr tail. */
+export function runJsonChild<T = TorchResult>(cmd: string, args: string[], what: string): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -70,10 +75,18 @@ export function runTorch(python: string, cfg: TorchConfig): Promise<TorchResult>
     child.on('close', (code) => {
       const line = out.trim().split('\n').pop() ?? '';
       if (code !== 0 || !line.startsWith('{')) {
-        reject(new Error(`torch_unet.py exited with ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
+        reject(new Error(`${what} exited with ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
         return;
       }
-      resolve(JSON.parse(line) as TorchResult);
+      resolve(JSON.parse(line) as T);
     });
   });
+}
+
+export const ONNX_STEP_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'onnx_train_step.ts');
+
+/** The onnxruntime training step in a child process (bench/onnx_train_step.ts): images/s and peak RSS. */
+export function runOnnxStep(cfg: { width: number; size: number; batch: number; threads: number; seconds: number }): Promise<TorchResult> {
+  return runJsonChild(process.execPath, ['--import', 'tsx', ONNX_STEP_SCRIPT, '--width', String(cfg.width), '--size', String(cfg.size),
+    '--batch', String(cfg.batch), '--threads', String(cfg.threads), '--seconds', String(cfg.seconds)], 'onnx_train_step.ts');
 }

@@ -1,13 +1,15 @@
 /**
  * The measured workloads, each a small function over fairline's real code paths: UNet
- * inference through a {@link Restorer}, a Trainer step, the FFT high-pass, scoring, decode
- * (sharp + OpenCV-exact resize) and the whole live inspect() graph.
+ * inference through a {@link Restorer}, a Trainer step, the FFT high-pass, scoring, the domain
+ * guard, decode (sharp + OpenCV-exact resize) and the whole live inspect() graph.
  */
 import * as tf from '@tensorflow/tfjs';
 import { Observable, lastValueFrom, from, toArray } from 'rxjs';
 import sharp from 'sharp';
+import { DEFAULT_GUARD } from '../../src/config.js';
 import { loadModelImage } from '../../src/io/image.js';
 import { FairDetector, type Restorer } from '../../src/model/detector.js';
+import { fitGuard, guardFeatures, judgeGuard } from '../../src/model/guard.js';
 import { HighPass } from '../../src/model/highpass.js';
 import { scoreToArrays } from '../../src/model/score.js';
 import { Trainer } from '../../src/model/train.js';
@@ -95,6 +97,14 @@ export async function scoringRate(cfg: { size: number; batch: number; seconds: n
   }
 }
 
+/** The domain guard per frame: features of a model-size BGR image and the in-domain test (src/model/guard.ts). */
+export async function guardRate(cfg: { size: number; seconds: number }): Promise<Rate> {
+  const imgs = Array.from({ length: 8 }, (_, i) => testImage(cfg.size, i));
+  const stats = fitGuard(imgs.map(guardFeatures), { size: cfg.size, source: 'bench' });
+  let k = 0;
+  return measure(() => judgeGuard(stats, guardFeatures(imgs[k++ % imgs.length]!)), 1, { seconds: cfg.seconds, minIters: 20 });
+}
+
 /** A camera-like PNG (`side`^2 RGB, smooth shading plus sensor noise). */
 export async function syntheticPng(side: number, seed: number): Promise<Buffer> {
   const raw = Buffer.alloc(side * side * 3);
@@ -147,6 +157,8 @@ export interface PipelineOptions {
   seconds: number;
   /** Fractions of capacity to offer (default [0.5, 1]). */
   loads?: number[];
+  /** Run the domain guard (fitted on the bench frames, frozen-camera check in live mode) as a station does (default true). */
+  guard?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -169,7 +181,9 @@ export async function pipelineBench(opts: PipelineOptions): Promise<{ capacity: 
   });
   // Threshold at the median score of the test frames: half the verdicts take the reject path
   // (defect regions), as a pessimistic line would.
-  const probe = await detector.detect(await Promise.all(pngs.map((p) => loadModelImage(p, opts.spec.size))));
+  const probeImages = await Promise.all(pngs.map((p) => loadModelImage(p, opts.spec.size)));
+  const probe = await detector.detect(probeImages);
+  const guardStats = opts.guard === false ? undefined : fitGuard(probeImages.map(guardFeatures), { size: opts.spec.size, source: 'bench' });
   const threshold = percentile(probe.map((d) => d.score), 50);
   const graph = (mode: 'live' | 'replay') =>
     inspect({
@@ -183,6 +197,7 @@ export async function pipelineBench(opts: PipelineOptions): Promise<{ capacity: 
       batch: opts.batch,
       mode,
       decodeConcurrency: 2,
+      ...(guardStats ? { guard: { stats: guardStats, policy: { ...DEFAULT_GUARD, staleFrames: mode === 'live' ? DEFAULT_GUARD.staleFrames : 0 } } } : {}),
     });
   const summarise = (vs: Verdict[], load: PipelineRun['load'], seconds: number, offeredFps?: number): PipelineRun => {
     const real = vs.filter((v) => v.verdict !== 'error');
@@ -247,7 +262,7 @@ export async function pipelineBench(opts: PipelineOptions): Promise<{ capacity: 
  * step) for one epoch over `images` synthetic 512x512 PNGs: images/s and the share of the time
  * the train step waited for data.
  */
-export async function trainingGraphRate(cfg: { width: number; size: number; batch: number; images: number }): Promise<{ imagesPerSecond: number; dataWaitShare: number; seconds: number; microBatch: number; workers: number }> {
+export async function trainingGraphRate(cfg: { width: number; size: number; batch: number; images: number; epochs?: number; engine?: 'auto' | 'onnx' | 'tfjs' }): Promise<{ engine: string; imagesPerSecond: number; dataWaitShare: number; seconds: number; microBatch?: number; workers: number }> {
   const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
@@ -258,12 +273,13 @@ export async function trainingGraphRate(cfg: { width: number; size: number; batc
     mkdirSync(dir, { recursive: true });
     for (let i = 0; i < cfg.images; i++) writeFileSync(join(dir, `${String(i).padStart(3, '0')}.png`), await syntheticPng(512, i));
     const r = await train({
-      dataRoot: root, category: 'bench', out: join(root, 'model'), epochs: 1, batch: cfg.batch, width: cfg.width, size: cfg.size,
-      filter: { kind: 'butterworth', cutoff: 30, order: 2 }, seed: 0, lr: 1e-4, cutpaste: 'faithful', resume: false,
+      dataRoot: root, category: 'bench', out: join(root, 'model'), epochs: cfg.epochs ?? 1, batch: cfg.batch, width: cfg.width, size: cfg.size,
+      filter: { kind: 'butterworth', cutoff: 30, order: 2 }, seed: 0, lr: 1e-4, cutpaste: 'faithful', resume: false, engine: cfg.engine,
     });
-    const e = r.epochs[0]!;
-    const opts = r.manifest.training!.options as { microBatch: number; workers: number };
-    return { imagesPerSecond: e.imagesPerSecond, dataWaitShare: e.dataWaitShare, seconds: e.seconds, microBatch: opts.microBatch, workers: opts.workers };
+    // The last epoch: the first includes the engine's warm-up (onnxruntime plans memory on its first run).
+    const e = r.epochs.at(-1)!;
+    const opts = r.manifest.training!.options as { microBatch?: number; workers: number };
+    return { engine: String(r.manifest.training!.backend), imagesPerSecond: e.imagesPerSecond, dataWaitShare: e.dataWaitShare, seconds: e.seconds, microBatch: opts.microBatch, workers: opts.workers };
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
