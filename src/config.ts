@@ -34,6 +34,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.js';
 import type { GuardPolicy } from './operators/guard.js';
+import { THRESHOLD_RANGE } from './thresholds.js';
 
 export type SourceSpec =
   /** A gst-launch description ending in (or fed into) an appsink. */
@@ -187,6 +188,13 @@ function describe(v: unknown): string {
 
 function join(path: string, key: string | number): string {
   return typeof key === 'number' ? `${path}[${key}]` : path ? `${path}.${key}` : key;
+}
+
+/** A reject threshold: scores are >= 0, so 0 or less would reject every part. */
+function thresholdOf(c: Checker, o: Obj, path: string): number | undefined {
+  const t = c.number(o, 'threshold', path);
+  if (t !== undefined && t <= 0) return c.add(join(path, 'threshold'), `${t} would reject every part: ${THRESHOLD_RANGE}`);
+  return t;
 }
 
 class Checker {
@@ -477,7 +485,7 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   const engine = c.oneOf(root, 'engine', '', ['auto', 'tfjs', 'onnx'] as const, 'auto');
   const deadlineMs = c.number(root, 'deadlineMs', '', { above: 0, max: 600_000 }) ?? 500;
   const failSafe = c.oneOf(root, 'failSafe', '', ['reject', 'pass'] as const, 'reject');
-  const threshold = c.number(root, 'threshold', '');
+  const threshold = thresholdOf(c, root, '');
   const ex = c.object(root.expect, 'expect', ['size', 'channels'], false);
   const expect = ex ? { size: c.number(ex, 'size', 'expect', { int: true, min: 16, max: 4096 }), channels: c.number(ex, 'channels', 'expect', { int: true, min: 1, max: 2 }) } : undefined;
   const queueLimit = c.number(root, 'queueLimit', '', { int: true, min: 0, max: 1000 }) ?? 1;
@@ -501,7 +509,7 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
       const replayish = source?.type === 'file' || source?.type === 'images';
       const mode = c.oneOf(co, 'mode', path, ['live', 'replay'] as const, replayish ? 'replay' : 'live');
       const cam: CameraConfig = { id: id ?? '', source: source!, mode: mode ?? 'live' };
-      const t = c.number(co, 'threshold', path);
+      const t = thresholdOf(c, co, path);
       const d = c.number(co, 'deadlineMs', path, { above: 0, max: 600_000 });
       if (t !== undefined) cam.threshold = t;
       if (d !== undefined) cam.deadlineMs = d;

@@ -23,6 +23,7 @@ export interface FairlineMetrics {
   modelInfo: Gauge<'model' | 'backend' | 'engine' | 'guard'>;
   framesGuarded: Counter<'camera' | 'reason'>;
   sourceUp: Gauge<'camera'>;
+  sourceDown: Gauge<'camera' | 'reason'>;
   sourceReconnects: Counter<'camera'>;
   spoolDepth: Gauge;
   /** Reject capture and the operator page (src/streams/recorder.ts, src/ui/). */
@@ -73,6 +74,7 @@ export function createMetrics(registry: Registry = new Registry(), opts: Metrics
     modelInfo: new Gauge({ name: 'fairline_model_info', help: 'The loaded model (value is always 1).', labelNames: ['model', 'backend', 'engine', 'guard'], registers }),
     framesGuarded: new Counter({ name: 'fairline_frames_guarded_total', help: 'Frames the domain guard flagged (out_of_domain: unlike the normal images; stale_frame: frozen camera), whatever the configured action.', labelNames: ['camera', 'reason'], registers }),
     sourceUp: new Gauge({ name: 'fairline_source_up', help: '1 while the source delivers frames, 0 while it is down.', labelNames: ['camera'], registers }),
+    sourceDown: new Gauge({ name: 'fairline_source_down', help: '1 while the source is down, with the error code of the last failure as reason (the log has the message); absent while up.', labelNames: ['camera', 'reason'], registers }),
     sourceReconnects: new Counter({ name: 'fairline_source_reconnects_total', help: 'Source reconnect attempts.', labelNames: ['camera'], registers }),
     spoolDepth: new Gauge({ name: 'fairline_spool_depth', help: 'Verdicts spooled on disk waiting for NATS.', registers }),
     captures: new Counter({ name: 'fairline_captures_total', help: 'Frames captured into record.dir (rejects and sampled passes).', labelNames: ['camera', 'verdict'], registers }),

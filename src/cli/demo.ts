@@ -9,10 +9,11 @@
  */
 import { existsSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
-import { basename, join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import { backendOptions, intOption, log, startBackend, type BackendCliOptions } from './common.js';
+import { backendOptions, checkOutputDir, intOption, log, startBackend, type BackendCliOptions } from './common.js';
+import { ConfigError, ModelError } from '../errors.js';
 import { runEval } from './eval.js';
 import { train } from '../train/loop.js';
 import { loadInspectModel } from '../runtime/model.js';
@@ -23,6 +24,12 @@ import type { Verdict } from '../verdict.js';
 const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const SAMPLE_ROOT = join(REPO, 'data', 'hazelnut_toy');
 const SHIPPED_MODEL = join(REPO, 'models', 'hazelnut-demo');
+
+/** Printed under the demo's AUROC: the sample shows the pipeline works, not that a model is good. */
+export const SAMPLE_CAVEAT =
+  'note: this sample cannot tell a good model from a bad one (an untrained, randomly initialised c=4 UNet also scores image AUROC 1.0 on it);\n' +
+  '      judge a model on a harder set, e.g. MVTec 3D-AD tire (../shared/data/tire_mvtec3d, CC BY-NC-SA, not shipped with fairline):\n' +
+  '      fairline eval --data ../shared/data/tire_mvtec3d --category tire --model DIR --report DIR';
 
 interface DemoOptions extends BackendCliOptions {
   train: boolean;
@@ -57,11 +64,20 @@ function printVerdict(v: Verdict): void {
 }
 
 export async function runDemo(o: DemoOptions): Promise<void> {
-  const t0 = Date.now();
-  const backend = await startBackend(o);
-  const out = resolve(o.out);
+  if (o.train && o.model) throw new ConfigError('give --train (train a fresh model) or --model DIR (use that one), not both');
+  const out = checkOutputDir(o.out, '--out');
   let modelDir = o.model ? resolve(o.model) : SHIPPED_MODEL;
-  if (o.train || !existsSync(join(modelDir, 'model.json'))) {
+  // Only --train trains: a missing model is an error, not a reason to spend minutes training.
+  if (!o.train && !existsSync(join(modelDir, 'model.json'))) {
+    throw new ModelError(
+      'missing',
+      o.model
+        ? `no model at ${modelDir} (no model.json there); pass the folder 'fairline train' or 'fairline import' wrote, or --train to train a fresh one`
+        : `the shipped demo model ${modelDir} is missing; restore it (git checkout models/hazelnut-demo or scripts/make-demo-model.sh) or pass --train`,
+    );
+  }
+  const backend = await startBackend(o);
+  if (o.train) {
     modelDir = join(out, 'model');
     log(`demo: training a small model (c=8, 256 px, ${o.epochs} epochs) on ${SAMPLE_ROOT} ...`);
     await train(
@@ -73,7 +89,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     );
   }
   const model = await loadInspectModel({ dir: modelDir, log });
-  log(`demo: model ${model.id} (${model.engineName}, threshold ${model.threshold?.toFixed(4)} from ${model.thresholdSource})`);
+  log(`demo: model ${model.id} (${model.engineName}, threshold ${model.threshold?.toPrecision(6)} from ${model.thresholdSource})`);
 
   let sink: VerdictSink | undefined;
   const natsUrl = o.nats ?? 'nats://127.0.0.1:4222';
@@ -112,8 +128,10 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   const m = evalOut.report.mean;
   process.stdout.write(
     `\nevaluation (same operators): image_AUROC ${m.image_AUROC.value?.toFixed(4)}  pixel_AUROC ${m.pixel_AUROC.value?.toFixed(4)}  AUPRO ${m.AUPRO.value?.toFixed(4)}\n` +
+      `${SAMPLE_CAVEAT}\n` +
       `pictures: ${evalOut.paths.html}\n` +
-      `done in ${((Date.now() - t0) / 1000).toFixed(1)} s (model ${basename(modelDir)}, backend ${backend.name})\n`,
+      // From process start (Node and tsx start-up included), as the user waits for it.
+      `done in ${process.uptime().toFixed(1)} s (model ${model.id} from ${relative(process.cwd(), modelDir) || '.'}, backend ${backend.name})\n`,
   );
   await model.dispose();
 }

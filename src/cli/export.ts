@@ -16,7 +16,7 @@ import { loadModel } from '../io/artefact.js';
 import { OnnxEngine, isOnnxRuntimeAvailable } from '../io/onnx-engine.js';
 import { exportUNetOnnx } from '../model/onnx-export.js';
 import { unetFromTorch } from '../model/weights.js';
-import { backendOptions, intOption, log, startBackend } from './common.js';
+import { backendOptions, checkOutputFile, intOption, log, startBackend } from './common.js';
 
 export interface ExportOptions {
   /** Model artefact folder (model.json + weights). */
@@ -61,12 +61,12 @@ export const EXPORT_TOLERANCE = 1e-3;
  * console.log(r.verify?.maxAbsDiff); // ~1e-7
  */
 export async function exportModel(o: ExportOptions): Promise<ExportResult> {
+  const path = checkOutputFile(o.onnx, '--onnx');
   const { manifest, tensors } = loadModel(resolve(o.model));
   const spec = manifest.spec;
   const layout = o.layout ?? 'nhwc';
   const foldBatchNorm = o.foldBn ?? false;
   const bytes = exportUNetOnnx(tensors, spec.unet, { foldBatchNorm, layout, opset: o.opset });
-  const path = resolve(o.onnx);
   const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     writeFileSync(tmp, bytes);

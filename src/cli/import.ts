@@ -7,11 +7,12 @@
  * the paper's defaults (256 px, Butterworth D0 = 30, n = 2; Sobel when the UNet takes 2 channels).
  * Every given value must agree with the tensors; names and shapes are checked against the UNet.
  */
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
-import { floatOption, intOption, log } from './common.js';
+import { checkOutputDir, floatOption, intOption, log } from './common.js';
 import { ConfigError, ModelError } from '../errors.js';
-import { saveModel, type ModelManifest } from '../io/artefact.js';
+import { readManifest, saveModel, type ModelManifest } from '../io/artefact.js';
 import { readTorchWeights } from '../io/weights.js';
 import { paramDefs } from '../model/unet.js';
 import { DEFAULT_FILTER, DEFAULT_SCORING, filterChannels, type FairSpec, type FilterKind } from '../model/types.js';
@@ -32,6 +33,8 @@ export interface ImportOptions {
   inChannels?: number;
   /** Model id prefix (default 'imported'). */
   name?: string;
+  /** Replace a model already in `out` (default: refuse). */
+  force?: boolean;
 }
 
 export interface ImportResult {
@@ -54,7 +57,8 @@ function agree(what: string, fromTensors: number, ...given: [string, number | un
 /**
  * Import weights as a model artefact (atomic write into `opts.out`).
  *
- * @throws ModelError on missing files, malformed index, missing / unknown / wrongly shaped
+ * @throws ConfigError when `opts.out` already holds a model and `force` is not set;
+ *   ModelError on missing files, malformed index, missing / unknown / wrongly shaped
  *   tensors, non-finite values, or settings that contradict the tensors;
  *   ConfigError on a size that is not a multiple of 16 or a filter that does not fit the UNet.
  * @example
@@ -63,6 +67,17 @@ function agree(what: string, fromTensors: number, ...given: [string, number | un
  * ```
  */
 export async function importWeights(opts: ImportOptions): Promise<ImportResult> {
+  const out = checkOutputDir(opts.out, '--out');
+  if (!opts.force && existsSync(join(out, 'model.json'))) {
+    const id = (() => {
+      try {
+        return readManifest(out).id;
+      } catch {
+        return 'a model.json that does not load';
+      }
+    })();
+    throw new ConfigError(`${out} already holds a model (${id}); pass --force to replace it, or choose another --out`);
+  }
   const { tensors, meta } = await readTorchWeights(resolve(opts.weights));
   const shape = inferUNetSpec(tensors);
   const baseWidth = agree('base width', shape.baseWidth, ['--width', opts.width], ['weights.json base_width', meta.baseWidth]);
@@ -98,7 +113,7 @@ export async function importWeights(opts: ImportOptions): Promise<ImportResult> 
     }
     keep[name] = t;
   }
-  const manifest = saveModel(resolve(opts.out), { spec, tensors: keep, idPrefix: opts.name ?? 'imported' });
+  const manifest = saveModel(out, { spec, tensors: keep, idPrefix: opts.name ?? 'imported' });
   return { manifest, spec, dropped };
 }
 
@@ -118,6 +133,7 @@ export function register(program: Command): void {
     .option('--width <c>', 'UNet base width (checked against the tensors)', intOption('--width'))
     .option('--in-channels <n>', 'UNet input channels (checked against the tensors)', intOption('--in-channels'))
     .option('--name <prefix>', 'model id prefix', 'imported')
+    .option('--force', 'replace a model already in --out', false)
     .action(async (o: ImportCliOptions) => {
       const { manifest, spec, dropped } = await importWeights(o);
       if (dropped.length) log(`ignored ${dropped.length} tensor(s) the network does not use: ${dropped.slice(0, 5).join(', ')}${dropped.length > 5 ? ', ...' : ''}`);

@@ -11,9 +11,10 @@ import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { loadConfig, parseListen } from '../config.js';
-import { loadInspectModel } from '../runtime/model.js';
+import { checkStation, formatCheck } from '../runtime/check.js';
+import { formatDropped } from '../runtime/replay.js';
 import { startStation, type StationSummary } from '../runtime/station.js';
-import { backendOptions, log } from './common.js';
+import { backendOptions, intOption, log } from './common.js';
 
 export { backendOptions };
 
@@ -42,7 +43,9 @@ export function listenOption(name: string): (v: string) => { host: string; port:
 /** One line per camera for the log. */
 export function formatSummary(s: StationSummary): string {
   const cams = Object.entries(s.cameras).map(
-    ([id, c]) => `${id}: ${c.frames} frames, ${c.verdicts.pass} pass, ${c.verdicts.reject} reject, ${c.verdicts.error} error${c.error ? ` (failed: ${c.error})` : ''}`,
+    ([id, c]) =>
+      `${id}: ${c.frames} frames, ${c.verdicts.pass} pass, ${c.verdicts.reject} reject, ${c.verdicts.error} error, ${formatDropped(c.dropped)}` +
+      (c.error ? ` (source failed after ${c.frames} frames: ${c.error})` : ''),
   );
   const pub = s.published ? `; NATS: ${s.published.published} published, ${s.published.pending} pending in spool` : '';
   return `stopped (${s.reason}) after ${s.seconds.toFixed(1)} s; ${cams.join('; ')}${s.unfinished ? `; ${s.unfinished} frame(s) abandoned` : ''}${pub}`;
@@ -53,6 +56,8 @@ interface InspectCliOptions {
   sink?: 'nats' | 'stdout';
   backend?: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
   check: boolean;
+  probe: boolean;
+  probeTimeout: number;
   drainTimeout: number;
   ui?: { host: string; port: number };
 }
@@ -64,24 +69,24 @@ export function register(program: Command): void {
     .requiredOption('--config <file>', 'station config (YAML or JSON; see deploy/fairline.example.yaml)')
     .addOption(new Option('--sink <kind>', 'where verdicts go (default: nats when the config has a nats section, else stdout)').choices(['nats', 'stdout']))
     .addOption(new Option('--backend <name>', 'override the config backend').choices(['auto', 'tensorflow', 'wasm', 'cpu']))
-    .option('--check', 'validate the config and load the model, then exit', false)
+    .option('--check', 'run every start-up check (config, model and expect, thresholds, ports, NATS, a first frame from each camera), print each, then exit: 0 when none failed', false)
+    .option('--no-probe', 'with --check: do not open the cameras (e.g. while a station uses them)')
+    .option('--probe-timeout <ms>', 'with --check: longest wait for a camera\'s first frame', intOption('--probe-timeout'), 10000)
     .option('--drain-timeout <ms>', 'longest wait for in-flight frames on stop', (v) => Number(v), 20000)
     .option('--ui <addr>', "serve the operator page at this address (host:port or a port; 127.0.0.1 unless a host is given); overrides the config's ui.listen", listenOption('--ui'))
     .action(async (o: InspectCliOptions) => {
       const config = await loadConfig(o.config);
       if (o.backend) config.backend = o.backend;
       if (o.ui) config.ui = { ...config.ui, listen: o.ui };
+      const sink = o.sink ?? (configMentionsNats(o.config) ? 'nats' : 'stdout');
       if (o.check) {
-        const needThreshold = config.threshold === undefined && config.cameras.some((c) => c.threshold === undefined);
-        const model = await loadInspectModel({
-          dir: config.model, engine: config.engine, backend: config.backend, requireThreshold: needThreshold, log,
-          ...(config.threshold !== undefined ? { threshold: config.threshold } : {}),
-        });
-        log(`config ${o.config}: OK (${config.cameras.length} camera(s)); model ${model.id} ${model.size}px, engine ${model.engineName}, threshold ${model.threshold ?? 'per camera'}`);
-        await model.dispose();
+        const results = await checkStation(config, { sink, probeCameras: o.probe, probeTimeoutMs: o.probeTimeout, log });
+        log(formatCheck(o.config, results));
+        process.exitCode = results.some((r) => r.status === 'fail') ? 1 : 0;
+        // Probed GStreamer pipelines and onnxruntime threads may keep the loop alive.
+        setTimeout(() => process.exit(process.exitCode ?? 0), 500).unref();
         return;
       }
-      const sink = o.sink ?? (configMentionsNats(o.config) ? 'nats' : 'stdout');
       const station = await startStation({ config, sink, handleSignals: true, drainTimeoutMs: o.drainTimeout, log });
       const summary = await station.done;
       log(formatSummary(summary));

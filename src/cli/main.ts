@@ -3,7 +3,9 @@
  * `fairline --help` stays fast and a missing optional dependency only affects its command.
  */
 import { Command } from 'commander';
-import { FairlineError } from '../errors.js';
+import { describeFailure, quietTfjsNodeBanner } from './failure.js';
+
+quietTfjsNodeBanner();
 
 const program = new Command();
 program
@@ -52,11 +54,8 @@ main(process.argv).then(
     if (process.exitCode === undefined) process.exitCode = 0;
   },
   (err: unknown) => {
-    if (err instanceof FairlineError) {
-      process.stderr.write(`fairline: ${err.name} [${err.code}]: ${err.message}\n`);
-      process.exit(2);
-    }
-    process.stderr.write(`fairline: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
+    const { text, exitCode } = describeFailure(err);
+    process.stderr.write(`${text}\n`);
+    process.exit(exitCode);
   },
 );

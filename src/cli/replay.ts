@@ -10,7 +10,7 @@ import { Option, type Command } from 'commander';
 import { loadInspectModel, type EngineChoice } from '../runtime/model.js';
 import { formatReport, replay } from '../runtime/replay.js';
 import { natsSink, type VerdictSink } from '../runtime/station.js';
-import { floatOption, intOption, log, startBackend, type BackendCliOptions } from './common.js';
+import { intOption, thresholdOption, log, startBackend, type BackendCliOptions } from './common.js';
 import { startOperatorView } from '../ui/view.js';
 import { backendOptions, listenOption } from './inspect.js';
 
@@ -53,7 +53,7 @@ export function register(program: Command): void {
       .requiredOption('--source <path>', 'image folder (good/ + defect folders give labels), one image, or a video file')
       .requiredOption('--model <dir>', 'model folder')
       .option('--labels <file>', 'labels CSV (path,label) or JSON ({path: label}); overrides the folder layout')
-      .option('--threshold <x>', 'reject threshold (default: the model\'s calibrated one)', floatOption('--threshold'))
+      .option('--threshold <x>', 'reject threshold, > 0 (default: the model\'s calibrated one)', thresholdOption())
       .option('--nats <url>', 'publish verdicts to this NATS server, as a live station does')
       .option('--jetstream [stream]', 'with --nats: also into a JetStream audit stream (default name FAIRLINE_<line>)')
       .option('--spool <dir>', 'with --nats: spool folder for verdicts NATS has not taken (default: a temp folder)')
@@ -67,7 +67,10 @@ export function register(program: Command): void {
       .option('--ui <addr>', 'serve the operator page while replaying, and after it until Ctrl-C (host:port or a port; 127.0.0.1 unless a host is given)', listenOption('--ui')),
   ).action(async (o: ReplayCliOptions) => {
     await startBackend(o);
-    const model = await loadInspectModel({ dir: resolve(o.model), engine: o.engine, requireThreshold: o.threshold === undefined, log, ...(o.threshold !== undefined ? { threshold: o.threshold } : {}) });
+    const model = await loadInspectModel({
+      dir: resolve(o.model), engine: o.engine, requireThreshold: o.threshold === undefined, thresholdHint: 'pass --threshold <x> for this replay', log,
+      ...(o.threshold !== undefined ? { threshold: o.threshold } : {}),
+    });
     const view = o.ui
       ? await startOperatorView({ line: o.line, station: o.station, model, cameras: [{ id: o.camera, mode: 'replay', threshold: o.threshold ?? model.threshold ?? NaN }], ui: { listen: o.ui }, log })
       : undefined;
@@ -96,6 +99,10 @@ export function register(program: Command): void {
       if (pub) log(`nats: ${pub.published} verdict(s) published to fairline.${o.line}.${o.camera}.verdict${pub.pending ? `, ${pub.pending} left in ${spoolDir}` : ''}`);
       if (o.json) process.stdout.write(`${JSON.stringify(pub ? { ...report, published: pub } : report)}\n`);
       else process.stdout.write(`${formatReport(report, { perImage: o.images })}\n`);
+      if (report.sourceError) {
+        log(`replay: the source ended with an error after ${report.sourceError.afterFrames} frame(s): ${report.sourceError.code}: ${report.sourceError.message}`);
+        process.exitCode = 1;
+      }
       if (tempSpool && spoolDir && pub && pub.pending === 0) rmSync(spoolDir, { recursive: true, force: true });
       else if (tempSpool && spoolDir && readdirSync(spoolDir).length === 0) rmSync(spoolDir, { recursive: true, force: true });
       if (view) {

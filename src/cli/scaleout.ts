@@ -14,7 +14,7 @@ import type { NatsConnectOptions } from '../streams/nats.js';
 import { runIngest } from '../scaleout/ingest.js';
 import { checkCamera, checkLine } from '../scaleout/protocol.js';
 import { ScaleoutWorker } from '../scaleout/worker.js';
-import { floatOption, intOption, log, startBackend, type BackendCliOptions } from './common.js';
+import { floatOption, intOption, thresholdOption, log, startBackend, type BackendCliOptions } from './common.js';
 import { backendOptions } from './inspect.js';
 
 interface NatsCliOptions {
@@ -166,7 +166,7 @@ export function register(program: Command): void {
         .option('--batch <n>', 'frames per fetch and model batch', intOption('--batch'), 8)
         .option('--name <id>', 'worker name (default <hostname>-<pid>)')
         .option('--station <id>', 'station field of verdicts (default: the worker name)')
-        .option('--threshold <x>', 'reject threshold (default: the model\'s calibrated one)', floatOption('--threshold'))
+        .option('--threshold <x>', 'reject threshold, > 0 (default: the model\'s calibrated one)', thresholdOption())
         .addOption(new Option('--engine <name>', 'restoration engine').choices(['auto', 'tfjs', 'onnx']).default('auto'))
         .option('--ack-wait <ms>', 'redeliver a frame not acked within this time (shared consumer setting)', intOption('--ack-wait', 100), 30_000)
         .option('--max-deliver <n>', 'deliveries per frame before it gets a max_deliver error verdict', intOption('--max-deliver'), 5)

@@ -248,7 +248,12 @@ export function readManifest(dir: string): ModelManifest {
   }
   validateManifest(parsed, path);
   if (parsed.manifestSha256 !== undefined && manifestDigest(parsed) !== parsed.manifestSha256) {
-    throw new ModelError('checksum', `${path}: manifest checksum mismatch (the file was edited or corrupted)`);
+    throw new ModelError(
+      'checksum',
+      `${path}: manifest checksum mismatch (the file was edited or corrupted), so the model is refused. model.json is not edited by hand: ` +
+        `to change the threshold run 'fairline calibrate --model ${dir} --normal <good images>' (it writes model.json properly), ` +
+        `or override it without touching the model: 'threshold' in the station config, or --threshold for replay. Restore the original model.json to use this model again`,
+    );
   }
   return parsed;
 }

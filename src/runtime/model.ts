@@ -18,6 +18,7 @@ import { resizeLinearU8, u8ToF32 } from '../model/resize.js';
 import { guardStatsProblems, type GuardStats } from '../model/guard.js';
 import { filterChannels, type FairSpec, type ImageF32 } from '../model/types.js';
 import type { ScoreRange } from '../thresholds.js';
+import { THRESHOLD_RANGE, thresholdBelowNormal } from '../thresholds.js';
 import { inferUNetSpec } from '../model/weights.js';
 import { createRestorer, OnnxRestorer } from './restorers.js';
 import type { DecodeFn, DecodeOutput } from '../operators/decode.js';
@@ -53,6 +54,8 @@ export interface LoadInspectModelOptions {
   threshold?: number;
   /** Throw `ModelError('no_threshold')` when neither the artefact nor `threshold` gives one (default true). */
   requireThreshold?: boolean;
+  /** How the caller's user sets a threshold, for that error (default: the station config's `threshold`). */
+  thresholdHint?: string;
   expect?: ModelExpectation;
   log?: (msg: string) => void;
 }
@@ -130,7 +133,7 @@ export function checkModel(loaded: Pick<LoadedModel, 'dir' | 'manifest' | 'tenso
  */
 export function resolveThreshold(thresholds: ThresholdInfo | undefined, override?: number): { value: number; source: 'override' | 'artefact' } | undefined {
   if (override !== undefined) {
-    if (!Number.isFinite(override)) throw new ConfigError(`threshold must be a finite number, got ${override}`);
+    if (!(Number.isFinite(override) && override > 0)) throw new ConfigError(`threshold must be a number > 0, got ${override}: ${THRESHOLD_RANGE}`);
     return { value: override, source: 'override' };
   }
   const t = thresholds?.image;
@@ -196,8 +199,12 @@ export async function loadInspectModel(opts: LoadInspectModelOptions): Promise<R
   if (!thr && (opts.requireThreshold ?? true)) {
     throw new ModelError(
       'no_threshold',
-      `model ${opts.dir} has no calibrated threshold: run 'fairline calibrate --model ${opts.dir} --normal <good images>' or set 'threshold' in the config`,
+      `model ${opts.dir} has no calibrated threshold: run 'fairline calibrate --model ${opts.dir} --normal <good images>' or ${opts.thresholdHint ?? "set 'threshold' in the config"}`,
     );
+  }
+  if (thr?.source === 'override') {
+    const low = thresholdBelowNormal(thr.value, loaded.manifest.trainScoreStats);
+    if (low) opts.log?.(`warning: ${low}`);
   }
   if (opts.backend !== undefined) {
     const bo: Parameters<typeof initBackend>[0] = { backend: opts.backend };

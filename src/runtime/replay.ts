@@ -10,12 +10,14 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, extname, join, relative, resolve, sep } from 'node:path';
-import { Observable, Subject, lastValueFrom, tap, toArray } from 'rxjs';
-import { ConfigError, DatasetError } from '../errors.js';
+import { EMPTY, Observable, Subject, catchError, lastValueFrom, tap, toArray } from 'rxjs';
+import { ConfigError, DatasetError, asFairlineError } from '../errors.js';
 import { imageAuroc } from '../eval/metrics.js';
+import { DEFAULT_GUARD } from '../config.js';
+import type { GuardPolicy } from '../operators/guard.js';
 import { inspect, type InspectHooks } from '../operators/inspect.js';
 import type { Frame } from '../streams/frame.js';
-import { quantileSorted } from '../thresholds.js';
+import { decisionDigits, quantileSorted } from '../thresholds.js';
 import type { Verdict, VerdictKind } from '../verdict.js';
 import { frameDecoder, type RuntimeModel } from './model.js';
 import { cameraSource, imageFilesSource, listImageFiles } from './sources.js';
@@ -190,6 +192,11 @@ export interface ReplayOptions {
   onVerdict?: (v: Verdict) => void;
   /** Observation hooks of the graph (the operator page of `fairline replay --ui`). */
   hooks?: InspectHooks;
+  /**
+   * The domain guard (the model's statistics; frames are a recording, so no frozen-camera
+   * check unless `staleFrames` says so). Default: action `reject`.
+   */
+  guard?: Partial<GuardPolicy>;
 }
 
 /** One replayed frame. */
@@ -201,6 +208,10 @@ export interface ReplayResult {
   score: number | null;
   verdict: VerdictKind;
   reason?: string;
+  /** The score normalised to [0, 1], threshold at 0.5. */
+  normScore?: number;
+  /** The guard's status when it flagged the frame (`out_of_domain`, `stale_frame`). */
+  guard?: string;
   latencyMs: number;
 }
 
@@ -240,6 +251,12 @@ export interface ReplayReport {
   confusion?: Confusion;
   /** Image AUROC when both classes are present. */
   auroc?: number;
+  /** Frames lost without a verdict: inside the source (GStreamer, live pacing) and in the model queue. */
+  dropped: { source: number; queue: number };
+  /** The domain guard: on (the model has statistics) or off, its action, and the frames it flagged by reason. */
+  guard: { on: boolean; note: string; action: GuardPolicy['action']; flagged: Record<string, number> };
+  /** The source ended with an error (a damaged or truncated file): the replay stopped there. */
+  sourceError?: { code: string; message: string; afterFrames: number };
   results: ReplayResult[];
 }
 
@@ -287,6 +304,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayReport> {
   const batch = opts.batch ?? { maxSize: 8, maxWaitMs: 20 };
   const window = opts.window ?? 2 * batch.maxSize + 2;
   const ack$ = new Subject<void>();
+  const dropped = { source: 0, queue: 0 };
 
   let frames$: Observable<Frame>;
   const keys = new Map<number, ReplayItem>();
@@ -294,7 +312,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayReport> {
     input.items.forEach((it, i) => keys.set(i, it));
     frames$ = imageFilesSource(input.items, { sourceId: camera, ack$, window });
   } else {
-    frames$ = cameraSource({ id: camera, mode: 'replay', source: { type: 'file', path: input.path, loop: false } }, { ack$, window });
+    frames$ = cameraSource({ id: camera, mode: 'replay', source: { type: 'file', path: input.path, loop: false } }, { ack$, window, hooks: { onDrop: (_c, n) => (dropped.source += n) } });
     if (labels) {
       // Video frames are labelled by frame number.
       const base = frames$;
@@ -311,6 +329,21 @@ export async function replay(opts: ReplayOptions): Promise<ReplayReport> {
     }
   }
 
+  // A source that fails (a damaged or truncated video) ends the replay there, but the frames
+  // already read still get their verdicts, and the report says where and why it stopped.
+  let taken = 0;
+  let sourceError: ReplayReport['sourceError'];
+  frames$ = frames$.pipe(
+    tap(() => taken++),
+    catchError((err: unknown) => {
+      const e = asFairlineError(err);
+      sourceError = { code: e.code, message: e.message, afterFrames: taken };
+      return EMPTY;
+    }),
+  );
+
+  const guardPolicy: GuardPolicy = { ...DEFAULT_GUARD, staleFrames: 0, ...opts.guard };
+  const guardFlagged: Record<string, number> = {};
   const t0 = performance.now();
   const verdicts = await lastValueFrom(
     frames$.pipe(
@@ -322,7 +355,14 @@ export async function replay(opts: ReplayOptions): Promise<ReplayReport> {
         batch,
         mode: 'replay',
         decodeConcurrency: opts.decodeConcurrency ?? 2,
-        ...(opts.hooks ? { hooks: opts.hooks } : {}),
+        guard: { policy: guardPolicy },
+        hooks: {
+          ...opts.hooks,
+          onDrop: (f, reason) => {
+            dropped.queue++;
+            opts.hooks?.onDrop?.(f, reason);
+          },
+        },
       }),
       tap((v) => {
         ack$.next();
@@ -337,6 +377,12 @@ export async function replay(opts: ReplayOptions): Promise<ReplayReport> {
 
   const results = verdicts.map((v): ReplayResult => {
     const r: ReplayResult = { seq: v.seq, score: v.score, verdict: v.verdict, latencyMs: v.latencyMs };
+    if (v.normScore !== undefined) r.normScore = v.normScore;
+    const flag = v.guard && v.guard.status !== 'ok' ? v.guard.status : v.stage === 'guard' ? v.reason : undefined;
+    if (flag) {
+      r.guard = flag;
+      guardFlagged[flag] = (guardFlagged[flag] ?? 0) + 1;
+    }
     const it = keys.get(v.seq);
     if (it) r.key = it.key;
     if (v.label !== undefined) r.label = v.label;
@@ -360,8 +406,11 @@ export async function replay(opts: ReplayOptions): Promise<ReplayReport> {
     seconds,
     framesPerSecond: seconds > 0 ? results.length / seconds : 0,
     latencyMs: { mean: lat.length ? lat.reduce((a, b) => a + b, 0) / lat.length : 0, p50: q(0.5), p95: q(0.95), p99: q(0.99), max: lat.length ? lat[lat.length - 1]! : 0 },
+    dropped,
+    guard: { on: model.guard !== undefined, note: model.guardNote, action: guardPolicy.action, flagged: guardFlagged },
     results,
   };
+  if (sourceError) report.sourceError = sourceError;
   if (labelled.length > 0) report.confusion = confusion(labelled);
   const nPos = labelled.filter((r) => r.label === 1).length;
   if (nPos > 0 && nPos < labelled.length) {
@@ -370,13 +419,28 @@ export async function replay(opts: ReplayOptions): Promise<ReplayReport> {
   return report;
 }
 
+/** `dropped 394 at the source, 0 in the queue` (frames that got no verdict, so no frame count hides them). */
+export function formatDropped(d: { source: number; queue: number }): string {
+  return `dropped ${d.source} at the source, ${d.queue} in the queue`;
+}
+
+/** `guard: on (...); action reject; flagged 2 out_of_domain` (or `guard: off (...)`). */
+export function formatGuard(g: ReplayReport['guard']): string {
+  const flagged = Object.entries(g.flagged).map(([k, n]) => `${n} ${k}`).join(', ') || 'none';
+  return g.on ? `${g.note}; action ${g.action}; flagged ${flagged}` : `${g.note}${Object.keys(g.flagged).length ? `; flagged ${flagged}` : ''}`;
+}
+
 /** The report as text for a terminal. */
 export function formatReport(r: ReplayReport, opts: { perImage?: boolean } = {}): string {
   const f = (x: number, d = 4): string => x.toFixed(d);
+  // Enough digits that no shown score equals the shown threshold unless they are equal.
+  const digits = Math.max(6, ...r.results.map((x) => (x.score === null ? 6 : decisionDigits(x.score, r.threshold, 6))));
   const lines: string[] = [];
   lines.push(`replay of ${r.source}`);
-  lines.push(`model ${r.model} (${r.engine}, backend ${r.backend}), threshold ${r.threshold.toPrecision(6)} (reject if score >= threshold)`);
-  lines.push(`frames ${r.frames}: ${r.scored} scored, ${r.errors} error(s); ${r.labelled} labelled`);
+  if (r.sourceError) lines.push(`warning: the source ended with an error after ${r.sourceError.afterFrames} frame(s), the replay stopped there: ${r.sourceError.code}: ${r.sourceError.message}`);
+  lines.push(`model ${r.model} (${r.engine}, backend ${r.backend}), threshold ${r.threshold.toPrecision(digits)} (reject if score >= threshold)`);
+  lines.push(`frames ${r.frames}: ${r.scored} scored, ${r.errors} error(s); ${r.labelled} labelled; ${formatDropped(r.dropped)}`);
+  lines.push(formatGuard(r.guard));
   lines.push(`throughput ${f(r.framesPerSecond, 2)} frames/s over ${f(r.seconds, 2)} s`);
   lines.push(`latency ms: p50 ${f(r.latencyMs.p50, 1)}  p95 ${f(r.latencyMs.p95, 1)}  p99 ${f(r.latencyMs.p99, 1)}  max ${f(r.latencyMs.max, 1)}`);
   const c = r.confusion;
@@ -390,9 +454,10 @@ export function formatReport(r: ReplayReport, opts: { perImage?: boolean } = {})
   }
   if (opts.perImage ?? true) {
     lines.push('');
-    lines.push('seq  label  score       verdict  image');
+    const width = Math.max(10, digits + 4);
+    lines.push(`seq  label  ${'score'.padEnd(width)}  verdict  image`);
     for (const x of r.results) {
-      const score = x.score === null ? '-'.padEnd(10) : x.score.toPrecision(6).padEnd(10);
+      const score = (x.score === null ? '-' : x.score.toPrecision(digits)).padEnd(width);
       lines.push(`${String(x.seq).padStart(3)}  ${String(x.label ?? '-').padStart(5)}  ${score}  ${(x.verdict + (x.reason ? `/${x.reason}` : '')).padEnd(7)}  ${x.key ?? ''}`);
     }
   }

@@ -16,15 +16,15 @@
  * every verdict), so replaying a folder of 100k images never holds more than `window` of them
  * in memory.
  */
-import { readdirSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
-import { Observable, defer, map, repeat, type Subscription } from 'rxjs';
+import { Observable, defer, map, repeat, throwError, type Subscription } from 'rxjs';
 import type { CameraConfig, SourceSpec } from '../config.js';
 import { ConfigError, SourceError } from '../errors.js';
 import { createRng } from '../model/synthesis/rng.js';
 import type { Frame } from '../streams/frame.js';
-import { GstSource, gstQuote, toFrame, withReconnect, type RawFrame, type ReconnectOptions } from '../streams/gstreamer.js';
+import { GstSource, aviTotalFrames, gstQuote, toFrame, withReconnect, type RawFrame, type ReconnectOptions } from '../streams/gstreamer.js';
 
 /** Source events for metrics (`fairline_source_up`, `fairline_source_reconnects_total`) and logs. */
 export interface SourceHooks {
@@ -332,6 +332,28 @@ export function syntheticSource(opts: SyntheticOptions): Observable<Frame> {
   });
 }
 
+/**
+ * Why a GStreamer source cannot start, where that is visible without GStreamer: a v4l2 device
+ * that is missing or not accessible (GStreamer reports that only as a failed start, with no
+ * message this binding can read). Undefined when nothing is known to be wrong.
+ */
+export function sourcePreflight(spec: SourceSpec): SourceError | undefined {
+  if (spec.type !== 'v4l2') return undefined;
+  if (!existsSync(spec.device)) return new SourceError('no_device', `${spec.device} does not exist (camera unplugged, or at another /dev/videoN)`);
+  try {
+    accessSync(spec.device, constants.R_OK | constants.W_OK);
+  } catch {
+    return new SourceError('no_device', `${spec.device}: permission denied (the user needs to be in the 'video' group)`);
+  }
+  return undefined;
+}
+
+/** The source's frames, or at once the reason it cannot start (see {@link sourcePreflight}). */
+export function checkedFrames(src: GstSource, spec: SourceSpec, opts: Parameters<GstSource['frames$']>[0] = {}): Observable<RawFrame> {
+  const problem = sourcePreflight(spec);
+  return problem ? throwError(() => problem) : src.frames$(opts);
+}
+
 /** SourceError codes that retrying cannot fix. */
 const FATAL_SOURCE = new Set(['bad_pipeline', 'no_sink', 'gstreamer_unavailable']);
 
@@ -357,7 +379,11 @@ export function gstSourceFor(camera: Pick<CameraConfig, 'id' | 'mode'>, spec: Ex
       return new GstSource(`rtspsrc location=${gstQuote(spec.url)} protocols=${spec.transport} latency=${spec.latencyMs} ! decodebin`, base);
     case 'file':
       // A recording played as a live camera keeps real time (sync); a replay runs as fast as consumed.
-      return new GstSource(`filesrc location=${gstQuote(spec.path)} ! decodebin`, { ...base, sync: camera.mode === 'live' });
+      return new GstSource(`filesrc location=${gstQuote(spec.path)} ! decodebin`, {
+        ...base,
+        sync: camera.mode === 'live',
+        expectedFrames: aviTotalFrames(spec.path),
+      });
   }
 }
 
@@ -417,12 +443,12 @@ export function cameraSource(camera: CameraConfig, opts: CameraSourceOptions = {
           onDown: (err) => hooks.onDown?.(camera.id, err),
           onReconnect: (attempt, delay, err) => hooks.onReconnect?.(camera.id, attempt, delay, err),
         };
-        return withReconnect(() => src.frames$(), ro).pipe(map(toFrame));
+        return withReconnect(() => defer(() => checkedFrames(src, spec)), ro).pipe(map(toFrame));
       }
       const once = (): Observable<RawFrame> =>
         defer(() => {
           hooks.onUp?.(camera.id);
-          return src.frames$(paced ?? {});
+          return checkedFrames(src, spec, paced ?? {});
         });
       if (spec.type === 'file' && spec.loop) {
         // Renumber: each pass of the file starts at seq 0 inside GstSource.

@@ -12,7 +12,7 @@
  * signal exits at once. A station whose sources all end by themselves (an image folder
  * without `loop`) stops the same way.
  */
-import { Subject, takeUntil, type Subscription } from 'rxjs';
+import { EMPTY, Subject, catchError, takeUntil, type Observable, type Subscription } from 'rxjs';
 import type { Registry } from 'prom-client';
 import { cameraGuard, type CameraConfig, type FairlineConfig, type NatsConfig } from '../config.js';
 import { ModelError, asFairlineError, type FairlineError } from '../errors.js';
@@ -24,6 +24,7 @@ import { startOperatorView } from '../ui/view.js';
 import { gateRejects, type Verdict, type VerdictKind } from '../verdict.js';
 import { frameDecoder, loadInspectModel, type ModelExpectation, type RuntimeModel } from './model.js';
 import { cameraSource } from './sources.js';
+import { trackSource } from './source-state.js';
 
 /** Where verdicts go. */
 export interface VerdictSink {
@@ -158,8 +159,11 @@ export interface StationOptions {
 
 export interface CameraSummary {
   mode: 'live' | 'replay';
+  /** Frames that entered the graph. */
   frames: number;
   verdicts: Record<VerdictKind, number>;
+  /** Frames lost without a verdict: inside the source (GStreamer's live drop) and in the model queue (live drop-oldest). */
+  dropped: { source: number; queue: number };
   /** The camera's stream ended with this error (e.g. a bad pipeline). */
   error?: string;
 }
@@ -283,7 +287,8 @@ export async function startStation(opts: StationOptions): Promise<Station> {
     const done = new Promise<StationSummary>((r) => (resolveDone = r));
 
     for (const cam of cfg.cameras) {
-      const summary: CameraSummary = { mode: cam.mode, frames: 0, verdicts: { pass: 0, reject: 0, error: 0 } };
+      const summary: CameraSummary = { mode: cam.mode, frames: 0, verdicts: { pass: 0, reject: 0, error: 0 }, dropped: { source: 0, queue: 0 } };
+      const sourceState = trackSource(cam.id, metrics, log);
       const ack$ = new Subject<void>();
       const threshold = cam.threshold ?? cfg.threshold ?? model.threshold;
       if (threshold === undefined) throw new ModelError('no_threshold', `camera ${cam.id}: no threshold (model ${model.id} is not calibrated and the config sets none)`);
@@ -295,24 +300,22 @@ export async function startStation(opts: StationOptions): Promise<Station> {
           run.inFlight++;
           mh.onFrame?.(f);
         },
+        onDrop: (f, reason) => {
+          summary.dropped.queue++;
+          mh.onDrop?.(f, reason);
+        },
       });
       const frames$ = cameraSource(cam, {
         ack$,
         window: 2 * cfg.batch.maxSize + 2,
         hooks: view.sourceHooks({
-          onUp: (c) => {
-            metrics.sourceUp.set({ camera: c }, 1);
-            log(`camera ${c}: up`);
+          onUp: () => sourceState.up(),
+          onDown: (_c, err) => sourceState.down(err),
+          onReconnect: (_c, attempt, delay, err) => sourceState.reconnect(attempt, delay, err),
+          onDrop: (c, n) => {
+            summary.dropped.source += n;
+            metrics.framesDropped.inc({ camera: c, reason: 'source' }, n);
           },
-          onDown: (c, err) => {
-            metrics.sourceUp.set({ camera: c }, 0);
-            log(`camera ${c}: down${err ? ` (${(err as Error).message})` : ''}`);
-          },
-          onReconnect: (c, attempt, delay) => {
-            metrics.sourceReconnects.inc({ camera: c });
-            log(`camera ${c}: reconnect attempt ${attempt} in ${delay} ms`);
-          },
-          onDrop: (c, n) => metrics.framesDropped.inc({ camera: c, reason: 'source' }, n),
         }),
       });
       const graph = inspect({
@@ -328,7 +331,16 @@ export async function startStation(opts: StationOptions): Promise<Station> {
         hooks,
       });
       run.ended = new Promise<void>((resolve) => {
-        run.sub = frames$.pipe(takeUntil(stop$), graph).subscribe({
+        // A failed source (camera gone for good, damaged file) ends this camera, but the frames
+        // it already delivered still get their verdicts, and the summary says where it stopped.
+        const untilFailure = catchError<Frame, Observable<never>>((err: unknown) => {
+          const e = asFairlineError(err);
+          summary.error = `${e.code}: ${e.message}`;
+          sourceState.ended(err);
+          log(`camera ${cam.id}: source failed after ${summary.frames} frame(s) with ${e.name} [${e.code}]: ${e.message}`);
+          return EMPTY;
+        });
+        run.sub = frames$.pipe(takeUntil(stop$), untilFailure, graph).subscribe({
           next: (v) => {
             summary.verdicts[v.verdict]++;
             if (!v.late) {
@@ -353,8 +365,8 @@ export async function startStation(opts: StationOptions): Promise<Station> {
             resolve();
           },
           complete: () => {
-            metrics.sourceUp.set({ camera: cam.id }, 0);
-            view.ended(cam.id);
+            sourceState.ended();
+            view.ended(cam.id, summary.error);
             resolve();
           },
         });

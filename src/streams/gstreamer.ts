@@ -24,6 +24,7 @@
  * - **Pipelines are never freed** by the binding (about +0.5 MB RSS each); every subscription
  *   creates one, so prefer long-lived subscriptions over many short ones.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { AppSink, BusMessage, Caps, Pipeline } from 'gstreamer-superficial';
 import { Observable, type Subscription } from 'rxjs';
@@ -113,6 +114,12 @@ export interface GstSourceOptions {
   seqStart?: number;
   /** Called with the number of newly detected drops and the running total (live mode). */
   onDrop?: (newDrops: number, total: number) => void;
+  /**
+   * Frames the file says it holds (e.g. {@link aviTotalFrames}). A stream that ends with fewer,
+   * or with fewer than its duration at the caps framerate implies, errors with
+   * `SourceError('truncated')` instead of completing: demuxers end a cut-off file with a plain EOS.
+   */
+  expectedFrames?: number;
   /** Wall clock, injectable for tests. Default `Date.now`. */
   now?: () => number;
 }
@@ -136,6 +143,9 @@ export interface SourceStats {
   /** Frames known to be dropped (lower bound while running, exact after EOS). */
   dropped: number;
 }
+
+/** How long a pipeline that ended without a frame may take to say (on its bus) whether that was EOS or an error. */
+const START_FAILURE_WAIT_MS = 500;
 
 /** Quote a value for a gst-launch description (`location="..."`). */
 export function gstQuote(value: string): string {
@@ -301,6 +311,20 @@ export class GstSource {
     );
   }
 
+  /**
+   * At EOS: the frames a complete stream would have had, when that is known and more than arrived
+   * (one frame of slack for rounding of the duration).
+   */
+  private missingFrames(pipeline: Pipeline, stats: SourceStats, fps: number): { expected: number; from: string } | undefined {
+    const got = stats.frames + stats.dropped;
+    const header = this.opts.expectedFrames ?? 0;
+    if (header > got + 1) return { expected: header, from: 'as its header says' };
+    const duration = pipeline.queryDuration();
+    const fromDuration = duration > 0 && fps > 0 ? Math.round(duration * fps) : 0;
+    if (fromDuration > got + 1) return { expected: fromDuration, from: `${duration.toFixed(2)} s at ${+fps.toFixed(3)} fps` };
+    return undefined;
+  }
+
   /** Counters of the current (or last) run. */
   stats(): SourceStats {
     return { ...this.lastStats };
@@ -345,12 +369,18 @@ export class GstSource {
       let ackSub: Subscription | undefined;
       let firstTs = 0;
       let fps = 0;
+      let capsFps = 0;
       let stallTimer: NodeJS.Timeout | undefined;
+      let busEos = false;
+      /** Set while a pull ended without frames and the bus has to tell EOS from a failed start. */
+      let awaitingBus: NodeJS.Timeout | undefined;
 
       const stop = (): void => {
         if (stopped) return;
         stopped = true;
         clearTimeout(stallTimer);
+        clearTimeout(awaitingBus);
+        awaitingBus = undefined;
         ackSub?.unsubscribe();
         // NULL state: a pending pull returns null and pollBus does not re-arm (frees both threads).
         pipeline.stop();
@@ -386,28 +416,53 @@ export class GstSource {
       const onSample = (buf: Buffer | null, caps: Caps): void => {
         pulling = false;
         if (finished) return;
-        if (!buf) {
-          if (busError) {
-            fail(new SourceError('pipeline_error', `${this.sourceId}: ${busError.message ?? 'error'} (${busError.name ?? busError._src_element_name})`, { cause: busError }));
-            return;
-          }
-          // EOS: the appsink queue is empty now, so the drop count becomes exact.
-          if (this.mode === 'live') {
-            const s = parseSinkStats(sink['stats']);
-            if (s) {
-              stats.rendered = s.rendered;
-              const exact = Math.max(0, s.rendered + s.dropped - stats.frames);
-              if (exact > stats.dropped) {
-                this.opts.onDrop?.(exact - stats.dropped, exact);
-                stats.dropped = exact;
-              }
-            }
-          }
-          finished = true;
-          stop();
-          subscriber.complete();
+        if (buf) {
+          onFrame(buf, caps);
           return;
         }
+        if (busError) {
+          fail(new SourceError('pipeline_error', `${this.sourceId}: ${busError.message ?? 'error'} (${busError.name ?? busError._src_element_name})`, { cause: busError }));
+          return;
+        }
+        if (stats.frames === 0 && !busEos) {
+          // No frame at all: an empty stream (the bus says 'eos') or a pipeline whose start
+          // failed. A failed start can leave the pipeline in NULL, where the binding stops
+          // polling the bus before the error message, so silence means that.
+          awaitingBus = setTimeout(() => {
+            awaitingBus = undefined;
+            fail(new SourceError('start_failed', `${this.sourceId}: GStreamer could not start the pipeline and gave no reason (try: gst-launch-1.0 ${this.description.replace(/ ! appsink .*$/, ' ! fakesink')})`));
+          }, START_FAILURE_WAIT_MS);
+          return;
+        }
+        endOfStream();
+      };
+
+      const endOfStream = (): void => {
+        if (finished) return;
+        // EOS: the appsink queue is empty now, so the drop count becomes exact.
+        if (this.mode === 'live') {
+          const s = parseSinkStats(sink['stats']);
+          if (s) {
+            stats.rendered = s.rendered;
+            const exact = Math.max(0, s.rendered + s.dropped - stats.frames);
+            if (exact > stats.dropped) {
+              this.opts.onDrop?.(exact - stats.dropped, exact);
+              stats.dropped = exact;
+            }
+          }
+        }
+        // After the exact drop count: a dropped frame is not a missing one.
+        const missing = this.missingFrames(pipeline, stats, capsFps);
+        if (missing) {
+          fail(new SourceError('truncated', `${this.sourceId}: the video ended after ${stats.frames} of ${missing.expected} frames (${missing.from}): the file is truncated or damaged`));
+          return;
+        }
+        finished = true;
+        stop();
+        subscriber.complete();
+      };
+
+      const onFrame = (buf: Buffer, caps: Caps): void => {
         const width = Number(caps['width']);
         const height = Number(caps['height']);
         const row = width * 3;
@@ -426,6 +481,7 @@ export class GstSource {
           data = Buffer.allocUnsafe(row * height);
           for (let y = 0; y < height; y++) buf.copy(data, y * row, y * stride, y * stride + row);
         }
+        if (stats.frames === 0) capsFps = parseFramerate(caps['framerate']);
         const wall = now();
         let captureTs = wall;
         if (this.mode === 'replay') {
@@ -459,6 +515,9 @@ export class GstSource {
           // Without this stop a pending pull never returns.
           stop();
           if (!pulling) fail(new SourceError('pipeline_error', `${this.sourceId}: ${msg.message ?? 'error'} (${msg.name ?? msg._src_element_name})`, { cause: msg }));
+        } else if (msg.type === 'eos') {
+          busEos = true;
+          if (awaitingBus) endOfStream();
         }
       });
       activePipelines++;
@@ -478,6 +537,32 @@ export class GstSource {
       };
     });
   }
+}
+
+/**
+ * The frame count an AVI file's main header (`avih.dwTotalFrames`) declares, or undefined when
+ * the file is not a RIFF AVI or does not say (0, e.g. a recorder that died before finishing it).
+ * OpenDML files over 1 GB count only their first RIFF chunk there, which errs on the low side.
+ *
+ * @example
+ * aviTotalFrames('line1.avi'); // 20
+ */
+export function aviTotalFrames(path: string): number | undefined {
+  let head: Buffer;
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      head = Buffer.alloc(64);
+      readSync(fd, head, 0, 64, 0);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined; // the pipeline reports a missing or unreadable file itself
+  }
+  if (head.toString('latin1', 0, 4) !== 'RIFF' || head.toString('latin1', 8, 12) !== 'AVI ' || head.toString('latin1', 24, 28) !== 'avih') return undefined;
+  const n = head.readUInt32LE(48);
+  return n > 0 ? n : undefined;
 }
 
 /** Options for {@link withReconnect}. */
