@@ -19,12 +19,11 @@
  * - additive skips: `Add(up_k, b_{5-k})`.
  * - batch, height and width are symbolic (`N`, `H`, `W`); H and W must be multiples of 16.
  */
-import onnxPkg from 'onnx-proto';
-import type { onnx as OnnxTypes } from 'onnx-proto';
 import { ConfigError, ModelError } from '../errors.js';
+import { unetLayout } from './layout.js';
+import { Graph, tensorProto } from './onnx/graph.js';
+import { emitUNet } from './onnx/unet.js';
 import type { UNetSpec } from './types.js';
-
-const { onnx } = onnxPkg;
 
 /** A tensor in PyTorch layout (conv weights OIHW), row-major float32. */
 export interface TorchTensor {
@@ -56,36 +55,6 @@ export const ONNX_OUTPUT_NAME = 'output';
 /** Spatial dims must be divisible by this (4 max-pool levels). */
 export const UNET_SPATIAL_MULTIPLE = 16;
 
-/** One conv of the network, with its optional BatchNorm (PyTorch module names). */
-interface ConvSpec {
-  conv: string;
-  bn?: string;
-  cin: number;
-  cout: number;
-}
-
-/** Conv (+BN) layers of one encoder block / decoder block: `.0`,`.1`, `.3`,`.4`. */
-function pairBlock(prefix: string, cin: number, cmid: number, cout: number): ConvSpec[] {
-  return [
-    { conv: `${prefix}.0`, bn: `${prefix}.1`, cin, cout: cmid },
-    { conv: `${prefix}.3`, bn: `${prefix}.4`, cin: cmid, cout },
-  ];
-}
-
-/** Every conv of the FAIR UNet in forward order, grouped by stage. */
-function unetLayers(spec: UNetSpec): { enc: ConvSpec[][]; up: ConvSpec[]; db: ConvSpec[][]; fin: ConvSpec } {
-  const c = spec.baseWidth;
-  const w = [c, 2 * c, 4 * c, 8 * c, 8 * c];
-  const enc = w.map((cout, i) => pairBlock(`encoder.block${i + 1}`, i === 0 ? spec.inChannels : w[i - 1]!, cout, cout));
-  // Decoder level k works at width w[4-k] and ends at the next skip's width.
-  const dec = [8 * c, 4 * c, 2 * c, c];
-  const decOut = [4 * c, 2 * c, c, c];
-  const up = dec.map((ch, k) => ({ conv: `decoder.up${k + 1}.1`, bn: `decoder.up${k + 1}.2`, cin: ch, cout: ch }));
-  const db = dec.map((ch, k) => pairBlock(`decoder.db${k + 1}`, ch, ch, decOut[k]!));
-  const fin = { conv: 'decoder.fin_out.0', cin: c, cout: spec.outChannels };
-  return { enc, up, db, fin };
-}
-
 /**
  * Names and PyTorch shapes of every tensor the exporter reads for `spec` (the eval-mode
  * state_dict without `num_batches_tracked`).
@@ -96,9 +65,8 @@ function unetLayers(spec: UNetSpec): { enc: ConvSpec[][]; up: ConvSpec[]; db: Co
  */
 export function unetTorchShapes(spec: UNetSpec): Record<string, number[]> {
   checkSpec(spec);
-  const { enc, up, db, fin } = unetLayers(spec);
   const out: Record<string, number[]> = {};
-  for (const l of [...enc.flat(), ...up.flatMap((u, k) => [u, ...db[k]!]), fin]) {
+  for (const l of unetLayout(spec)) {
     out[`${l.conv}.weight`] = [l.cout, l.cin, 3, 3];
     out[`${l.conv}.bias`] = [l.cout];
     if (l.bn) for (const p of ['weight', 'bias', 'running_mean', 'running_var']) out[`${l.bn}.${p}`] = [l.cout];
@@ -122,30 +90,6 @@ function take(tensors: TorchTensors, name: string, shape: number[]): Float32Arra
   if (t.data.length !== shape.reduce((a, b) => a * b, 1))
     throw new ModelError('bad_weights', `ONNX export: '${name}' has ${t.data.length} values for shape [${shape}]`);
   return t.data;
-}
-
-const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-
-/** float32 initialiser stored as little-endian raw_data (zero-copy view on LE hosts). */
-function initializer(name: string, dims: number[], data: Float32Array): OnnxTypes.ITensorProto {
-  let raw: Uint8Array;
-  if (LITTLE_ENDIAN) raw = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  else {
-    raw = new Uint8Array(data.length * 4);
-    const dv = new DataView(raw.buffer);
-    for (let i = 0; i < data.length; i++) dv.setFloat32(i * 4, data[i]!, true);
-  }
-  return { name, dims, dataType: onnx.TensorProto.DataType.FLOAT, rawData: raw };
-}
-
-const A = onnx.AttributeProto.AttributeType;
-const ints = (name: string, v: number[]): OnnxTypes.IAttributeProto => ({ name, type: A.INTS, ints: v });
-const float = (name: string, v: number): OnnxTypes.IAttributeProto => ({ name, type: A.FLOAT, f: v });
-const str = (name: string, v: string): OnnxTypes.IAttributeProto => ({ name, type: A.STRING, s: new TextEncoder().encode(v) });
-
-/** IR version that goes with an opset (onnx releases 1.8..1.16). */
-function irVersionFor(opset: number): number {
-  return opset <= 18 ? 8 : opset <= 20 ? 9 : 10;
 }
 
 /**
@@ -173,85 +117,41 @@ export function exportUNetOnnx(tensors: TorchTensors, spec: UNetSpec, opts: Onnx
   if (layout !== 'nchw' && layout !== 'nhwc') throw new ConfigError(`ONNX layout must be 'nchw' or 'nhwc', got ${String(layout)}`);
   const eps = opts.epsilon ?? 1e-5;
 
-  const nodes: OnnxTypes.INodeProto[] = [];
-  const inits: OnnxTypes.ITensorProto[] = [];
-  const node = (opType: string, inputs: string[], output: string, attribute: OnnxTypes.IAttributeProto[] = []): string => {
-    nodes.push({ opType, input: inputs, output: [output], name: output, attribute });
-    return output;
+  const g = new Graph({ opset });
+  const shapes = unetTorchShapes(spec);
+  const value = new Map<string, string>();
+  const param = (name: string): string => {
+    const v = value.get(name);
+    if (v) return v;
+    throw new ModelError('bad_weights', `ONNX export: tensor '${name}' missing from the weights`);
   };
-
-  const conv = (x: string, l: ConvSpec): string => {
-    let w = take(tensors, `${l.conv}.weight`, [l.cout, l.cin, 3, 3]);
-    let b = take(tensors, `${l.conv}.bias`, [l.cout]);
-    let bn: Float32Array[] | undefined;
-    if (l.bn) bn = ['weight', 'bias', 'running_mean', 'running_var'].map((p) => take(tensors, `${l.bn}.${p}`, [l.cout]));
+  // Weights as initializers named by their state_dict names (BN folded into the convs on request).
+  for (const l of unetLayout(spec)) {
+    let w = take(tensors, `${l.conv}.weight`, shapes[`${l.conv}.weight`]!);
+    let b = take(tensors, `${l.conv}.bias`, shapes[`${l.conv}.bias`]!);
+    const bn = l.bn ? ['weight', 'bias', 'running_mean', 'running_var'].map((p) => take(tensors, `${l.bn}.${p}`, [l.cout])) : undefined;
     if (bn && fold) [w, b] = foldBn(w, b, bn, eps);
-    inits.push(initializer(`${l.conv}.weight`, [l.cout, l.cin, 3, 3], w), initializer(`${l.conv}.bias`, [l.cout], b));
-    let y = node('Conv', [x, `${l.conv}.weight`, `${l.conv}.bias`], l.conv, [ints('kernel_shape', [3, 3]), ints('pads', [1, 1, 1, 1]), ints('strides', [1, 1])]);
-    if (!l.bn) return y;
-    if (!fold) {
-      const names = ['weight', 'bias', 'running_mean', 'running_var'].map((p) => `${l.bn}.${p}`);
-      names.forEach((n, i) => inits.push(initializer(n, [l.cout], bn![i]!)));
-      y = node('BatchNormalization', [y, ...names], l.bn, [float('epsilon', eps)]);
-    }
-    return node('Relu', [y], `${l.bn}.relu`);
-  };
-
-  const { enc, up, db, fin } = unetLayers(spec);
-  let x = ONNX_INPUT_NAME;
-  if (layout === 'nhwc') x = node('Transpose', [x], 'input_nchw', [ints('perm', [0, 3, 1, 2])]);
-
-  // Encoder: block outputs are the skips, pooled before the next block.
-  const skips: string[] = [];
-  enc.forEach((block, i) => {
-    if (i > 0) x = node('MaxPool', [x], `encoder.mp${i}`, [ints('kernel_shape', [2, 2]), ints('strides', [2, 2])]);
-    for (const l of block) x = conv(x, l);
-    skips.push(x);
+    else if (bn) ['weight', 'bias', 'running_mean', 'running_var'].forEach((p, i) => value.set(`${l.bn}.${p}`, named(g, `${l.bn}.${p}`, bn[i]!, [l.cout])));
+    value.set(`${l.conv}.weight`, named(g, `${l.conv}.weight`, w, shapes[`${l.conv}.weight`]!));
+    value.set(`${l.conv}.bias`, named(g, `${l.conv}.bias`, b, [l.cout]));
+  }
+  const nhwc = layout === 'nhwc';
+  const input = g.input(ONNX_INPUT_NAME, nhwc ? ['N', 'H', 'W', spec.inChannels] : ['N', spec.inChannels, 'H', 'W']);
+  const x = nhwc ? g.op('Transpose', [input], ['N', spec.inChannels, 'H', 'W'], { perm: [0, 3, 1, 2] }) : input;
+  const { y } = emitUNet(g, x, spec, param, fold ? 'folded' : 'eval', eps);
+  g.output(nhwc ? g.op('Transpose', [y], ['N', 'H', 'W', spec.outChannels], { perm: [0, 2, 3, 1] }) : y, ONNX_OUTPUT_NAME);
+  return g.toModel({
+    name: 'fair_unet',
+    doc: 'FAIR UNet (frequency-aware image restoration), eval mode',
+    props: { 'fairline.unet': JSON.stringify(spec), 'fairline.layout': layout, 'fairline.foldBatchNorm': String(fold) },
   });
+}
 
-  inits.push(initializer('upsample_scales', [4], new Float32Array([1, 1, 2, 2])));
-  up.forEach((u, k) => {
-    const name = `decoder.up${k + 1}.0`;
-    x = node('Resize', [x, '', 'upsample_scales'], name, [str('mode', 'linear'), str('coordinate_transformation_mode', 'align_corners')]);
-    x = conv(x, u);
-    x = node('Add', [x, skips[3 - k]!], `decoder.db${k + 1}.skip`);
-    for (const l of db[k]!) x = conv(x, l);
-  });
-  x = conv(x, fin);
-  if (layout === 'nhwc') node('Transpose', [x], ONNX_OUTPUT_NAME, [ints('perm', [0, 2, 3, 1])]);
-  else nodes.push({ opType: 'Identity', input: [x], output: [ONNX_OUTPUT_NAME], name: ONNX_OUTPUT_NAME });
-
-  const dim = (d: number | string): OnnxTypes.TensorShapeProto.IDimension => (typeof d === 'number' ? { dimValue: d } : { dimParam: d });
-  const valueInfo = (name: string, ch: number): OnnxTypes.IValueInfoProto => ({
-    name,
-    type: {
-      tensorType: {
-        elemType: onnx.TensorProto.DataType.FLOAT,
-        shape: { dim: (layout === 'nhwc' ? ['N', 'H', 'W', ch] : ['N', ch, 'H', 'W']).map(dim) },
-      },
-    },
-  });
-
-  const model: OnnxTypes.IModelProto = {
-    irVersion: irVersionFor(opset),
-    opsetImport: [{ domain: '', version: opset }],
-    producerName: 'fairline',
-    producerVersion: '0.1.0',
-    docString: 'FAIR UNet (frequency-aware image restoration), eval mode',
-    metadataProps: [
-      { key: 'fairline.unet', value: JSON.stringify(spec) },
-      { key: 'fairline.layout', value: layout },
-      { key: 'fairline.foldBatchNorm', value: String(fold) },
-    ],
-    graph: {
-      name: 'fair_unet',
-      node: nodes,
-      initializer: inits,
-      input: [valueInfo(ONNX_INPUT_NAME, spec.inChannels)],
-      output: [valueInfo(ONNX_OUTPUT_NAME, spec.outChannels)],
-    },
-  };
-  return onnx.ModelProto.encode(model).finish();
+/** A float32 initializer under a fixed name (the state_dict name). */
+function named(g: Graph, name: string, data: Float32Array, dims: number[]): string {
+  g.initializers.push(tensorProto(name, dims, data));
+  g.shapes.set(name, [...dims]);
+  return name;
 }
 
 /** Fold eval-mode BN (gamma, beta, mean, var) into conv weights OIHW and bias, in float64. */

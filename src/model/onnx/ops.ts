@@ -69,17 +69,27 @@ export function split(g: Graph, x: string, axis: number, sizes: number[]): strin
   return g.node('Split', [x, g.int64(sizes)], shapes, { axis });
 }
 
+/** A dimension halved / doubled; symbolic ones as `H/2`, `H*2` (so doubling `H/2` gives `H` back). */
+export function halfDim(d: Dim): Dim {
+  if (typeof d === 'number') return d / 2;
+  return d.endsWith('*2') ? d.slice(0, -2) : `${d}/2`;
+}
+export function doubleDim(d: Dim): Dim {
+  if (typeof d === 'number') return d * 2;
+  return d.endsWith('/2') ? d.slice(0, -2) : `${d}*2`;
+}
+
 /** 2x2 max-pool, stride 2. */
 export function maxPool2(g: Graph, x: string): string {
   const [n, c, h, w] = g.shape(x);
-  return g.op('MaxPool', [x], [n!, c!, (h as number) / 2, (w as number) / 2], { kernel_shape: [2, 2], strides: [2, 2] });
+  return g.op('MaxPool', [x], [n!, c!, halfDim(h!), halfDim(w!)], { kernel_shape: [2, 2], strides: [2, 2] });
 }
 
 /** Bilinear x2 upsampling with align_corners (PyTorch `Upsample(scale_factor=2, 'bilinear', True)`). */
 export function upsample2(g: Graph, x: string): string {
   const [n, c, h, w] = g.shape(x);
   const scales = g.constant([1, 1, 2, 2], [4], 'upsample_scales');
-  return g.op('Resize', [x, '', scales], [n!, c!, 2 * (h as number), 2 * (w as number)], {
+  return g.op('Resize', [x, '', scales], [n!, c!, doubleDim(h!), doubleDim(w!)], {
     mode: 'linear',
     coordinate_transformation_mode: 'align_corners',
   });
@@ -89,7 +99,7 @@ export function upsample2(g: Graph, x: string): string {
 export function repeat2(g: Graph, x: string): string {
   const [n, c, h, w] = g.shape(x);
   const scales = g.constant([1, 1, 2, 2], [4], 'upsample_scales');
-  return g.node('Resize', [x, '', scales], [[n!, c!, 2 * (h as number), 2 * (w as number)]], {
+  return g.node('Resize', [x, '', scales], [[n!, c!, doubleDim(h!), doubleDim(w!)]], {
     mode: 'nearest',
     coordinate_transformation_mode: 'asymmetric',
     nearest_mode: 'floor',

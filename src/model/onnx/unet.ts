@@ -36,19 +36,19 @@ export type BatchStatValues = Map<string, { mean: string; variance: string }>;
  * @example
  * const { y } = emitUNet(g, 'input', spec, (n) => weightValue.get(n)!, 'eval');
  */
-export function emitUNet(g: Graph, x: string, spec: UNetSpec, param: (name: string) => string, bn: BnMode): { y: string; stats: BatchStatValues } {
+export function emitUNet(g: Graph, x: string, spec: UNetSpec, param: (name: string) => string, bn: BnMode, eps = BN_EPSILON): { y: string; stats: BatchStatValues } {
   const stats: BatchStatValues = new Map();
   const layer = (h: string, d: ConvDef): string => {
     const y = conv(g, h, param(`${d.conv}.weight`), param(`${d.conv}.bias`));
     if (!d.bn) return y;
     if (bn === 'train') {
-      const out = bnReluTrain(g, y, param(`${d.bn}.weight`), param(`${d.bn}.bias`), BN_EPSILON);
+      const out = bnReluTrain(g, y, param(`${d.bn}.weight`), param(`${d.bn}.bias`), eps);
       stats.set(d.bn, { mean: out.mean, variance: out.variance });
       return out.y;
     }
     if (bn === 'folded') return g.op('Relu', [y]);
     const names = ['weight', 'bias', 'running_mean', 'running_var'].map((p) => param(`${d.bn}.${p}`));
-    return g.op('Relu', [g.op('BatchNormalization', [y, ...names], g.shape(y), { epsilon: BN_EPSILON })]);
+    return g.op('Relu', [g.op('BatchNormalization', [y, ...names], g.shape(y), { epsilon: eps })]);
   };
   const defs = new Map(unetLayout(spec).map((d) => [d.conv, d]));
   const at = (name: string): ConvDef => defs.get(name)!;
