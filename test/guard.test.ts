@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { from, lastValueFrom, map, toArray } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
+import { calibrateModel } from '../src/cli/calibrate.js';
 import { cameraGuard, parseConfig, type GuardConfig } from '../src/config.js';
 import { BadInputError, ConfigError, ModelError } from '../src/errors.js';
 import { readManifest, saveModel, updateManifest } from '../src/io/artefact.js';
@@ -25,7 +26,7 @@ import { startStation, type VerdictSink } from '../src/runtime/station.js';
 import { failed, ok, type DecodedFrame, type Frame, type Result } from '../src/streams/frame.js';
 import { normaliseScore } from '../src/thresholds.js';
 import { verdictProblems, type Verdict } from '../src/verdict.js';
-import { makeModel, tempDir } from './runtime/fixture.js';
+import { makeModel, tempDir, TEST_DIR } from './runtime/fixture.js';
 
 const S = 32;
 const index = (name: string): number => GUARD_FEATURES.indexOf(name);
@@ -373,6 +374,28 @@ describe('domain guard (src/model/guard.ts, src/operators/guard.ts)', () => {
         // The synthetic camera's dark ellipse is not what this model has seen: every frame rejected.
         assert.deepEqual(guarded.got.map((v) => `${v.verdict}/${v.reason}`), Array(4).fill('reject/out_of_domain'));
         assert.match(guarded.metrics, /fairline_frames_guarded_total\{camera="sim0",reason="out_of_domain",line="L1",station="S1"\} 4/);
+        // fairline calibrate: fits the guard of a model that has none, keeps it after, refits on request.
+        updateManifest(dir, { guard: undefined, scoreRange: undefined });
+        const logs: string[] = [];
+        const good = join(TEST_DIR, 'good');
+        const first = await calibrateModel({ modelDir: dir, engine: 'tfjs', normal: good, log: (m) => logs.push(m) });
+        const m1 = readManifest(dir);
+        assert.ok(first.guard && first.thresholdWritten && first.guard.n === 6 && first.guard.source === 'calibrate');
+        assert.deepEqual(m1.guard, first.guard);
+        assert.equal(m1.thresholds!.image, first.threshold);
+        assert.deepEqual(m1.scoreRange, { min: first.normalStats.min, max: first.normalStats.max, n: 6, source: 'calibrate' });
+        assert.ok(logs.some((l) => /guard statistics of 6 good image\(s\): k [\d.]+ .*fewer than 20 images give a loose guard/.test(l)), logs.join('\n'));
+        const again = await calibrateModel({ modelDir: dir, engine: 'tfjs', normal: good, targetFrr: 0.2 });
+        assert.equal(again.guard, undefined, 'a model with statistics keeps them');
+        assert.equal(again.guardFlagged, 0, 'its own normal images are in its domain');
+        assert.deepEqual(readManifest(dir).guard, m1.guard);
+        updateManifest(dir, { thresholds: { image: 0.123, method: 'manual', computedAt: new Date().toISOString() } });
+        const only = await calibrateModel({ modelDir: dir, engine: 'tfjs', normal: join(TEST_DIR, 'colour'), guard: 'only' });
+        const m2 = readManifest(dir);
+        assert.ok(only.guard && !only.thresholdWritten && only.guard.n === 17);
+        assert.equal(m2.thresholds!.image, 0.123, '--guard-only keeps the threshold');
+        assert.deepEqual(m2.guard, only.guard);
+        await assert.rejects(calibrateModel({ modelDir: dir, engine: 'tfjs', labelled: TEST_DIR, guard: 'only' }), /--guard-only .* use it with --normal/);
         // saveModel stores both, and old readers' fields are untouched.
         const m = saveModel(join(dir, 'b'), { spec: readManifest(dir).spec, tensors: {}, guard: stats });
         assert.deepEqual(m.guard, stats);

@@ -9,6 +9,11 @@
  *   DIR may be a capture folder (`record` in the station config): its captures marked on the
  *   operator page, "good part" as good and "defect" as defective.
  *
+ * Both also write the anchors of the verdicts' `normScore` (`scoreRange`) and, for a model
+ * without them (an imported one), the domain guard's statistics of the good images
+ * (src/model/guard.ts); `--refit-guard` replaces existing ones, `--guard-only` fits them and
+ * leaves the threshold as it is.
+ *
  * Scores come from the same graph and decode as `fairline inspect` (src/runtime/replay.ts), so
  * the line compares exactly these numbers with the threshold.
  */
@@ -19,6 +24,8 @@ import { ConfigError, DatasetError } from '../errors.js';
 import { isCaptureRoot, labelledCaptures } from '../io/captures.js';
 import { listImages, readDataset } from '../io/datasets.js';
 import { updateManifest, type ModelManifest, type ThresholdInfo } from '../io/artefact.js';
+import { loadModelImage } from '../io/image.js';
+import { GUARD_MIN_IMAGES, fitGuard, guardFeatures, type GuardStats } from '../model/guard.js';
 import { calibrateF1, calibrateNormalOnly, scoreStats, type ScoreStats } from '../thresholds.js';
 import { loadInspectModel, type EngineChoice, type RuntimeModel } from '../runtime/model.js';
 import { readLabels, replay, resolveReplayInput, type ReplayItem } from '../runtime/replay.js';
@@ -66,6 +73,8 @@ export interface CalibrateOptions {
   batch?: number;
   /** Compute and report, do not write. */
   dryRun?: boolean;
+  /** Guard statistics: `auto` (default) fits them when the model has none, `refit` replaces them, `only` fits them and leaves the threshold alone. */
+  guard?: 'auto' | 'refit' | 'only';
   log?: (msg: string) => void;
 }
 
@@ -84,6 +93,12 @@ export interface CalibrationResult {
   recall?: number;
   /** Scores of the good calibration images. */
   normalStats: ScoreStats;
+  /** Guard statistics fitted on the good calibration images (absent when the model kept its own). */
+  guard?: GuardStats;
+  /** Calibration images the model's existing guard flagged out of domain (a sign the images or the guard do not fit). */
+  guardFlagged: number;
+  /** Whether the threshold was written (not with `guard: 'only'` or `dryRun`). */
+  thresholdWritten: boolean;
   written: boolean;
   manifest?: ModelManifest;
 }
@@ -145,21 +160,47 @@ export async function calibrateModel(o: CalibrateOptions): Promise<CalibrationRe
     const normalScores = scores.filter((_, i) => labels[i] === 0);
     if (normalScores.length === 0) throw new DatasetError('single_class', 'calibrate: no good image could be scored');
 
+    const guardMode = o.guard ?? 'auto';
+    if (guardMode === 'only' && o.normal === undefined) throw new ConfigError('calibrate: --guard-only fits the guard on good images: use it with --normal');
+    const guardFlagged = Object.values(report.guard.flagged).reduce((a, b) => a + b, 0);
+    if (guardFlagged > 0) say(`calibrate: the model's guard flags ${guardFlagged} of these image(s) as out of domain (${scored.filter((r) => r.guard).slice(0, 3).map((r) => r.key).join(', ')}): are they from this line and camera?`);
+    let guard: GuardStats | undefined;
+    if (guardMode !== 'auto' || model.guard === undefined) {
+      const good = scored.filter((r) => (r.label ?? 0) === 0);
+      const byKey = new Map(items.map((it) => [it.key, it.path]));
+      // The same decode as the graph's (frameDecoder of an encoded file = loadModelImage).
+      const rows = await Promise.all(good.map(async (r) => guardFeatures(await loadModelImage(byKey.get(r.key!)!, model.size))));
+      if (rows.length < 2) say(`calibrate: ${rows.length} good image(s) cannot give guard statistics (need at least 2); the guard stays ${model.guard ? 'as it was' : 'off'}`);
+      else {
+        guard = fitGuard(rows, { size: model.size, source: 'calibrate' });
+        say(`calibrate: guard statistics of ${guard.n} good image(s): k ${guard.k} (largest leave-one-out excess ${guard.looMax.toFixed(2)})${guard.n < GUARD_MIN_IMAGES ? `; fewer than ${GUARD_MIN_IMAGES} images give a loose guard: fit it on more (e.g. the training images, --guard-only)` : ''}`);
+      }
+    }
+    const extra = { guardFlagged, thresholdWritten: false, ...(guard ? { guard } : {}) };
+
     let result: CalibrationResult;
     if (o.normal !== undefined) {
       const c = calibrateNormalOnly(scores, target);
       if (Math.floor(target * c.n + 1e-9) === 0 && target > 0) {
         say(`calibrate: ${c.n} images cannot resolve a ${target} false-reject rate (needs >= ${Math.ceil(1 / target)}); the threshold is just above the highest normal score`);
       }
-      result = { method: 'normal-quantile', threshold: c.threshold, n: c.n, errors, targetFalseRejectRate: target, falseRejectRate: c.falseRejectRate, normalStats: scoreStats(normalScores), written: false };
+      result = { method: 'normal-quantile', threshold: c.threshold, n: c.n, errors, targetFalseRejectRate: target, falseRejectRate: c.falseRejectRate, normalStats: scoreStats(normalScores), ...extra, written: false };
     } else {
       const c = calibrateF1(scores, labels);
-      result = { method: 'f1-max', threshold: c.threshold, n: scores.length, errors, falseRejectRate: c.falseRejectRate, f1: c.f1, precision: c.precision, recall: c.recall, normalStats: scoreStats(normalScores), written: false };
+      result = { method: 'f1-max', threshold: c.threshold, n: scores.length, errors, falseRejectRate: c.falseRejectRate, f1: c.f1, precision: c.precision, recall: c.recall, normalStats: scoreStats(normalScores), ...extra, written: false };
     }
     if (!o.dryRun) {
-      const info: ThresholdInfo = { image: result.threshold, method: result.method, images: result.n, computedAt: new Date().toISOString() };
-      if (result.targetFalseRejectRate !== undefined) info.targetFalseRejectRate = result.targetFalseRejectRate;
-      result.manifest = updateManifest(o.modelDir, { thresholds: info });
+      const patch: Parameters<typeof updateManifest>[1] = {};
+      if (guardMode !== 'only') {
+        const info: ThresholdInfo = { image: result.threshold, method: result.method, images: result.n, computedAt: new Date().toISOString() };
+        if (result.targetFalseRejectRate !== undefined) info.targetFalseRejectRate = result.targetFalseRejectRate;
+        patch.thresholds = info;
+        result.thresholdWritten = true;
+      }
+      // normScore's anchors: the lowest good score, the highest score seen.
+      if (guardMode !== 'only' || !model.scoreRange) patch.scoreRange = { min: result.normalStats.min, max: Math.max(...scores), n: scores.length, source: 'calibrate' };
+      if (guard) patch.guard = guard;
+      result.manifest = updateManifest(o.modelDir, patch);
       result.written = true;
     }
     return result;
@@ -178,6 +219,8 @@ interface CalibrateCliOptions extends BackendCliOptions {
   engine: EngineChoice;
   batch: number;
   dryRun: boolean;
+  guardOnly: boolean;
+  refitGuard: boolean;
   json: boolean;
 }
 
@@ -195,6 +238,8 @@ export function register(program: Command): void {
       .addOption(new Option('--engine <name>', 'restoration engine').choices(['auto', 'tfjs', 'onnx']).default('auto'))
       .option('--batch <n>', 'images per model batch', intOption('--batch'), 8)
       .option('--dry-run', 'compute and print, do not write the model', false)
+      .option('--guard-only', 'fit the domain guard on the --normal images (e.g. the training images) and keep the threshold', false)
+      .option('--refit-guard', 'also replace the guard statistics the model already has (default: fit them only when it has none)', false)
       .option('--json', 'print the result as JSON', false),
   ).action(async (o: CalibrateCliOptions) => {
     await startBackend(o);
@@ -204,17 +249,22 @@ export function register(program: Command): void {
     if (o.category !== undefined) opts.category = o.category;
     if (o.labelled !== undefined) opts.labelled = o.labelled;
     if (o.labels !== undefined) opts.labels = o.labels;
+    if (o.guardOnly && o.refitGuard) throw new ConfigError('calibrate: --guard-only already fits the guard; drop --refit-guard');
+    if (o.guardOnly) opts.guard = 'only';
+    else if (o.refitGuard) opts.guard = 'refit';
     const r = await calibrateModel(opts);
-    const { manifest: _m, ...shown } = r;
+    const { manifest: _m, guard: g, ...rest } = r;
+    const shown = g ? { ...rest, guard: { n: g.n, k: g.k, looMax: g.looMax, features: g.features.length } } : rest;
     if (o.json) {
       process.stdout.write(`${JSON.stringify(shown)}\n`);
       return;
     }
     const s = r.normalStats;
     const lines = [
-      `threshold ${r.threshold} (${r.method}${r.targetFalseRejectRate !== undefined ? `, target false-reject rate ${r.targetFalseRejectRate}` : ''}) from ${r.n} image(s)${r.errors ? `, ${r.errors} unreadable left out` : ''}`,
+      `${r.thresholdWritten || !r.written ? '' : 'not written (--guard-only): '}threshold ${r.threshold} (${r.method}${r.targetFalseRejectRate !== undefined ? `, target false-reject rate ${r.targetFalseRejectRate}` : ''}) from ${r.n} image(s)${r.errors ? `, ${r.errors} unreadable left out` : ''}`,
       `false-reject rate on the calibration images: ${r.falseRejectRate.toFixed(4)}${r.f1 !== undefined ? `; F1 ${r.f1.toFixed(4)} (precision ${r.precision!.toFixed(4)}, recall ${r.recall!.toFixed(4)})` : ''}`,
       `good-image scores: mean ${s.mean.toPrecision(5)}, std ${s.std.toPrecision(3)}, p95 ${s.p95.toPrecision(5)}, p99 ${s.p99.toPrecision(5)}, max ${s.max.toPrecision(5)}`,
+      g ? `guard statistics: ${g.features.length} features of ${g.n} good image(s), k ${g.k}` : `guard statistics: unchanged${r.guardFlagged ? ` (${r.guardFlagged} calibration image(s) flagged out of domain)` : ''}`,
       r.written ? `written to ${join(modelDir, 'model.json')}` : 'dry run: model not changed',
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
