@@ -74,11 +74,11 @@ describe('faults: nats-server restart during a 1,000-frame run', function () {
         model: join(dir, 'model'),
         backend: 'wasm',
         engine: 'tfjs',
-        // Thresholds that make camera `a` pass everything and `b` reject everything, so the
+        // Thresholds that make camera `a` pass everything and `b` reject everything (scores are > 0), so the
         // reject signals are known exactly.
         cameras: [
           { id: 'a', mode: 'replay', threshold: 1e9, source: synthetic(1) },
-          { id: 'b', mode: 'replay', threshold: 0, source: synthetic(2) },
+          { id: 'b', mode: 'replay', threshold: 1e-9, source: synthetic(2) },
         ],
         batch: { maxSize: 8, maxWaitMs: 10 },
         metrics: { enabled: false },
