@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { lastValueFrom, toArray } from 'rxjs';
 import { Registry } from 'prom-client';
 import { checkOutputDir, checkOutputFile } from '../src/cli/common.js';
+import { verdictLine } from '../src/cli/demo.js';
 import { describeFailure } from '../src/cli/failure.js';
 import { importWeights } from '../src/cli/import.js';
 import { formatSummary } from '../src/cli/inspect.js';
@@ -59,6 +60,10 @@ describe('what a new user reads', function () {
     assert.equal(rows.length, 3);
     for (const r of rows) assert.equal(r.score >= shownThr ? 'reject' : 'pass', r.verdict, `shown ${r.score} vs ${shownThr}`);
     assert.match(text, /dropped 0 at the source, 0 in the queue/);
+    // The demo's verdict lines too.
+    const v = { schema: 'fairline.verdict/v1' as const, line: 'demo', station: 'demo', camera: 'sample', seq: 3, captureTs: 0, decidedTs: 1, latencyMs: 352, model: 'm', regions: [] };
+    assert.equal(verdictLine({ ...v, score: 0.98841312, threshold: thr, verdict: 'pass' }), '#  3 pass   score 0.9884131 (threshold 0.9884135)   352 ms');
+    assert.equal(verdictLine({ ...v, score: 2.02651, threshold: 0.569811, verdict: 'reject' }), '#  3 REJECT score 2.0265 (threshold 0.56981)   352 ms');
   });
 
   it('a threshold must be > 0 (config, override); one below every normal training score warns', async () => {
@@ -215,6 +220,29 @@ describe('what a new user reads', function () {
       assert.ok(summary.failed);
       assert.ok(logs.some((l) => new RegExp(`camera rec: source failed after ${cam.frames} frame\\(s\\) with SourceError \\[truncated\\]`).test(l)), logs.join('\n'));
     });
+  });
+
+  it('a live camera faster than the model: the summary counts the frames GStreamer dropped', async () => {
+    const modelDir = join(dir, 'fast-model');
+    makeModel(modelDir, { threshold: 1.1 });
+    const cfg = parseConfig(
+      {
+        line: 'L', station: 'S', model: modelDir, backend: 'cpu', engine: 'tfjs', metrics: { port: 0 }, deadlineMs: 60000,
+        cameras: [{ id: 'fast', mode: 'live', source: { type: 'gstreamer', pipeline: 'videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=120/1' } }],
+      },
+      { baseDir: dir },
+    );
+    let verdicts = 0;
+    const station = await startStation({ config: cfg, sink: { kind: 'memory', publish: () => void verdicts++, close: async () => undefined } });
+    const t0 = Date.now();
+    while (verdicts < 10 && Date.now() - t0 < 20000) await new Promise((r) => setTimeout(r, 50));
+    const metrics = await (await fetch(station.metricsUrl!)).text();
+    const s = await station.stop('test');
+    const cam = s.cameras.fast!;
+    assert.ok(cam.dropped.source > 0, `a 120 fps camera into a c=4 cpu model drops frames: ${JSON.stringify(cam)}`);
+    const counted = Number(/fairline_frames_dropped_total\{camera="fast",reason="source"[^}]*\} (\d+)/.exec(metrics)?.[1] ?? 0);
+    assert.ok(counted <= cam.dropped.source && counted > 0, `metrics ${counted} vs summary ${cam.dropped.source}`);
+    assert.match(formatSummary(s), new RegExp(`fast: ${cam.frames} frames, .*dropped ${cam.dropped.source} at the source, ${cam.dropped.queue} in the queue`));
   });
 
   it('a live v4l2 camera that is not there: the log and /metrics say why, not only reconnect attempts', async () => {

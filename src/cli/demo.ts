@@ -19,6 +19,7 @@ import { train } from '../train/loop.js';
 import { loadInspectModel } from '../runtime/model.js';
 import { formatReport, replay } from '../runtime/replay.js';
 import { natsSink, type VerdictSink } from '../runtime/station.js';
+import { decisionDigits } from '../thresholds.js';
 import type { Verdict } from '../verdict.js';
 
 const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -56,11 +57,14 @@ function reachable(url: string, timeoutMs = 400): Promise<boolean> {
   });
 }
 
-function printVerdict(v: Verdict): void {
-  const score = v.score === null || v.score === undefined ? '   -   ' : v.score.toFixed(4);
+/** One verdict as the demo prints it: `#  3 REJECT score 2.0265 (threshold 0.56981)   352 ms regions 1`. */
+export function verdictLine(v: Verdict): string {
+  // Enough digits that the shown score and threshold agree with the decision (score >= threshold rejects).
+  const digits = v.score != null && v.threshold != null ? decisionDigits(v.score, v.threshold, 5) : 5;
+  const score = v.score === null || v.score === undefined ? '   -   ' : v.score.toPrecision(digits);
   const regions = v.regions?.length ? ` regions ${v.regions.length}` : '';
   const tag = v.verdict === 'reject' ? 'REJECT' : v.verdict === 'pass' ? 'pass  ' : 'ERROR ';
-  process.stdout.write(`#${String(v.seq).padStart(3)} ${tag} score ${score} (threshold ${v.threshold?.toFixed(4) ?? '-'}) ${String(Math.round(v.latencyMs)).padStart(5)} ms${regions}${v.reason ? ` (${v.reason})` : ''}\n`);
+  return `#${String(v.seq).padStart(3)} ${tag} score ${score} (threshold ${v.threshold?.toPrecision(digits) ?? '-'}) ${String(Math.round(v.latencyMs)).padStart(5)} ms${regions}${v.reason ? ` (${v.reason})` : ''}`;
 }
 
 export async function runDemo(o: DemoOptions): Promise<void> {
@@ -115,7 +119,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
     station: 'demo',
     batch: { maxSize: 4, maxWaitMs: 20 },
     sink,
-    onVerdict: (v) => printVerdict(v),
+    onVerdict: (v) => process.stdout.write(`${verdictLine(v)}\n`),
   }).catch(async (err: unknown) => {
     await sink?.close();
     throw err;
