@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fairline needs (GStreamer for camera/file sources, nats-server for
 # the verdict bus and its tests, chromium for the operator page's browser test, driven by
-# playwright-core without a browser download), then the npm dependencies. Safe to run again.
+# playwright-core without a browser download; python3-onnx for the ONNX checker test of the exported
+# detector), then the npm dependencies. Safe to run again.
 #   scripts/setup.sh           runtime + test dependencies
 #   scripts/setup.sh --bench   also python3-torch, for the PyTorch peer in `npm run bench`
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 pkgs=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
-      gstreamer1.0-plugins-good gstreamer1.0-tools nats-server openssl chromium)
+      gstreamer1.0-plugins-good gstreamer1.0-tools nats-server openssl chromium python3-onnx)
 if [ "${1:-}" = "--bench" ]; then pkgs+=(python3-torch); fi
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -118,23 +118,7 @@ export function exportUNetOnnx(tensors: TorchTensors, spec: UNetSpec, opts: Onnx
   const eps = opts.epsilon ?? 1e-5;
 
   const g = new Graph({ opset });
-  const shapes = unetTorchShapes(spec);
-  const value = new Map<string, string>();
-  const param = (name: string): string => {
-    const v = value.get(name);
-    if (v) return v;
-    throw new ModelError('bad_weights', `ONNX export: tensor '${name}' missing from the weights`);
-  };
-  // Weights as initializers named by their state_dict names (BN folded into the convs on request).
-  for (const l of unetLayout(spec)) {
-    let w = take(tensors, `${l.conv}.weight`, shapes[`${l.conv}.weight`]!);
-    let b = take(tensors, `${l.conv}.bias`, shapes[`${l.conv}.bias`]!);
-    const bn = l.bn ? ['weight', 'bias', 'running_mean', 'running_var'].map((p) => take(tensors, `${l.bn}.${p}`, [l.cout])) : undefined;
-    if (bn && fold) [w, b] = foldBn(w, b, bn, eps);
-    else if (bn) ['weight', 'bias', 'running_mean', 'running_var'].forEach((p, i) => value.set(`${l.bn}.${p}`, named(g, `${l.bn}.${p}`, bn[i]!, [l.cout])));
-    value.set(`${l.conv}.weight`, named(g, `${l.conv}.weight`, w, shapes[`${l.conv}.weight`]!));
-    value.set(`${l.conv}.bias`, named(g, `${l.conv}.bias`, b, [l.cout]));
-  }
+  const param = addUNetWeights(g, tensors, spec, fold, eps);
   const nhwc = layout === 'nhwc';
   const input = g.input(ONNX_INPUT_NAME, nhwc ? ['N', 'H', 'W', spec.inChannels] : ['N', spec.inChannels, 'H', 'W']);
   const x = nhwc ? g.op('Transpose', [input], ['N', spec.inChannels, 'H', 'W'], { perm: [0, 3, 1, 2] }) : input;
@@ -145,6 +129,35 @@ export function exportUNetOnnx(tensors: TorchTensors, spec: UNetSpec, opts: Onnx
     doc: 'FAIR UNet (frequency-aware image restoration), eval mode',
     props: { 'fairline.unet': JSON.stringify(spec), 'fairline.layout': layout, 'fairline.foldBatchNorm': String(fold) },
   });
+}
+
+/**
+ * Add a UNet's weights to `g` as initializers named by their state_dict names (BatchNorm folded
+ * into the convs when `fold`), and return the `param` lookup {@link emitUNet} takes. Shared by
+ * the UNet-only export and the whole-detector export (src/model/onnx/detector.ts).
+ *
+ * @throws ModelError (`bad_weights`) when a tensor is missing or mis-shaped.
+ * @example
+ * const { y } = emitUNet(g, x, spec, addUNetWeights(g, tensors, spec, true), 'folded');
+ */
+export function addUNetWeights(g: Graph, tensors: TorchTensors, spec: UNetSpec, fold: boolean, eps = 1e-5): (name: string) => string {
+  checkSpec(spec);
+  const shapes = unetTorchShapes(spec);
+  const value = new Map<string, string>();
+  for (const l of unetLayout(spec)) {
+    let w = take(tensors, `${l.conv}.weight`, shapes[`${l.conv}.weight`]!);
+    let b = take(tensors, `${l.conv}.bias`, shapes[`${l.conv}.bias`]!);
+    const bn = l.bn ? ['weight', 'bias', 'running_mean', 'running_var'].map((p) => take(tensors, `${l.bn}.${p}`, [l.cout])) : undefined;
+    if (bn && fold) [w, b] = foldBn(w, b, bn, eps);
+    else if (bn) ['weight', 'bias', 'running_mean', 'running_var'].forEach((p, i) => value.set(`${l.bn}.${p}`, named(g, `${l.bn}.${p}`, bn[i]!, [l.cout])));
+    value.set(`${l.conv}.weight`, named(g, `${l.conv}.weight`, w, shapes[`${l.conv}.weight`]!));
+    value.set(`${l.conv}.bias`, named(g, `${l.conv}.bias`, b, [l.cout]));
+  }
+  return (name: string): string => {
+    const v = value.get(name);
+    if (v) return v;
+    throw new ModelError('bad_weights', `ONNX export: tensor '${name}' missing from the weights`);
+  };
 }
 
 /** A float32 initializer under a fixed name (the state_dict name). */

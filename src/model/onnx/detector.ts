@@ -1,0 +1,298 @@
+/**
+ * The whole FAIR detector as one ONNX graph: BGR images at model size in, `score` [N] and `map`
+ * [N, S, S] out (optionally `restored`), so Triton, OpenVINO, TensorRT, onnxruntime-web or plain
+ * onnxruntime reproduce fairline's scores without any TypeScript (docs/serving.md).
+ *
+ * The graph mirrors the TypeScript path op by op (src/model/detector.ts):
+ * - gray: OpenCV's float32 order `r*0.299 + (g*0.587 + b*0.114)`, rounded per op (Split/Mul/Add),
+ *   bit-identical to `grayFromBgr`;
+ * - high-pass, FFT filters: `real(ifft2(fft2(g) * H))` as MatMuls with constant DFT matrices
+ *   (real and imaginary parts as separate float tensors, 12 S x S x S products per image), the
+ *   unshifted transfer function H as a constant. The image mean is subtracted first: H(0) ~ 1e-30
+ *   removes DC anyway, and centring shrinks the partial sums so float32 stays within ~1e-6 of the
+ *   float64 FFT. Sobel: reflect-101 `Pad` + 3x3 `Conv`;
+ * - the UNet: {@link emitUNet}, the one definition the UNet export and the training step use;
+ * - scoring (src/model/score.ts): Prewitt/3 gradients as depthwise convs, MSGMS over
+ *   `msgmsScales` scales (2x2 average pool, half-pixel bilinear `Resize` back), Lab a/b of the
+ *   tensor (sRGB -> XYZ and XYZ -> ab as 1x1 convs), the zero-padded k x k mean as two 1-D
+ *   convs, `ReduceMax` for the score.
+ *
+ * Opset 17 (axes of ReduceMean/ReduceMax as attributes), so checkers and runtimes from onnx 1.12
+ * on accept the file. Pure: weights in, ModelProto bytes out.
+ */
+import { ConfigError, ModelError } from '../../errors.js';
+import { addUNetWeights, type TorchTensors } from '../onnx-export.js';
+import { highPassFilter } from '../highpass.js';
+import { filterChannels, type FairSpec, type FilterSpec, type ScoringSpec } from '../types.js';
+import { Graph, type Dim } from './graph.js';
+import { conv, reshape } from './ops.js';
+import { emitUNet } from './unet.js';
+
+/** Opset of the detector graph (the newest onnx 1.12 checks; see the module doc). */
+export const DETECTOR_OPSET = 17;
+
+/** Input and output names of the detector graph. */
+export const DETECTOR_INPUT = 'image';
+export const DETECTOR_SCORE = 'score';
+export const DETECTOR_MAP = 'map';
+export const DETECTOR_RESTORED = 'restored';
+
+/** Element type of the graph input. */
+export type DetectorInputType = 'float32' | 'uint8';
+
+/** Options of {@link exportDetectorOnnx}. */
+export interface DetectorExportOptions {
+  /**
+   * 'float32' (default): NHWC BGR in [0, 1], exactly what fairline's decode gives;
+   * 'uint8': NHWC BGR bytes 0..255 (divided by 255 inside, as `u8ToF32`), a quarter of the bytes
+   * to send to a server.
+   */
+  input?: DetectorInputType;
+  /** Also output the restoration `restored` [N, S, S, 3] (NHWC BGR, unclamped), for pictures. */
+  restored?: boolean;
+  /** Fold BatchNorm into the convs (default false; onnxruntime fuses at load time anyway). */
+  foldBatchNorm?: boolean;
+  /** Extra metadata_props (threshold, model id, fairline version ...), stored as given. */
+  props?: Record<string, string>;
+}
+
+const UINT8 = 2;
+
+/** ReduceMean / ReduceMax with axes as an attribute (opset < 18). */
+function reduceAttr(g: Graph, type: 'ReduceMean' | 'ReduceMax', x: string, axes: number[], keepdims: boolean): string {
+  const s = g.shape(x);
+  const shape: Dim[] = [];
+  s.forEach((d, i) => {
+    if (!axes.includes(i)) shape.push(d);
+    else if (keepdims) shape.push(1);
+  });
+  return g.op(type, [x], shape, { axes: { ints: axes }, keepdims: keepdims ? 1 : 0 });
+}
+
+/** Split NCHW `x` into its C single channels. */
+function channels(g: Graph, x: string): string[] {
+  const [n, c, h, w] = g.shape(x);
+  const ones = Array.from({ length: c as number }, () => 1);
+  return g.node('Split', [x, g.int64(ones)], ones.map(() => [n!, 1, h!, w!]), { axis: 1 });
+}
+
+/**
+ * Gray of an NCHW BGR tensor [N, 3, H, W] -> [N, 1, H, W], bit-identical to `grayFromBgr`.
+ * @example
+ * const gray = emitGray(g, bgrNCHW);
+ */
+export function emitGray(g: Graph, bgr: string): string {
+  const [b, gr, r] = channels(g, bgr) as [string, string, string];
+  const f = (v: number): string => g.scalar(Math.fround(v));
+  return g.op('Add', [g.op('Mul', [r, f(0.299)]), g.op('Add', [g.op('Mul', [gr, f(0.587)]), g.op('Mul', [b, f(0.114)])])]);
+}
+
+/**
+ * The high-pass of a gray batch [N, 1, S, S] -> [N, channels, S, S] (1 for FFT filters, 2 for
+ * Sobel), as {@link HighPass.fromGray} computes it.
+ * @example
+ * const hp = emitHighPass(g, gray, 256, DEFAULT_FILTER);
+ */
+export function emitHighPass(g: Graph, gray: string, size: number, filter: FilterSpec): string {
+  const S = size;
+  const shape = g.shape(gray);
+  if (filterChannels(filter.kind) === 2) {
+    const padded = g.op('Pad', [gray, g.int64([0, 0, 1, 1, 0, 0, 1, 1])], [shape[0]!, 1, S + 2, S + 2], { mode: 'reflect' });
+    // Correlation kernels (ONNX Conv, like cv2.filter2D): Sobel x, Sobel y (or x twice).
+    const kx = [-1, 0, 1, -2, 0, 2, -1, 0, 1];
+    const ky = [-1, -2, -1, 0, 0, 0, 1, 2, 1];
+    const w = g.constant([...kx, ...(filter.kind === 'sobel-x' ? kx : ky)], [2, 1, 3, 3], 'sobel_kernel');
+    return g.op('Conv', [padded, w], [shape[0]!, 2, S, S], { kernel_shape: [3, 3], pads: [0, 0, 0, 0], strides: [1, 1] });
+  }
+  // DFT matrices C[u][y] = cos(2 pi u y / S), Sn = sin(...), computed in float64 with the angle
+  // reduced mod S (exact integer product) before rounding to float32.
+  const cos = new Float32Array(S * S), sin = new Float32Array(S * S), cosI = new Float32Array(S * S), sinI = new Float32Array(S * S);
+  for (let u = 0; u < S; u++)
+    for (let y = 0; y < S; y++) {
+      const a = (2 * Math.PI * ((u * y) % S)) / S;
+      cos[u * S + y] = Math.cos(a);
+      sin[u * S + y] = Math.sin(a);
+      cosI[u * S + y] = Math.cos(a) / S;
+      sinI[u * S + y] = Math.sin(a) / S;
+    }
+  const C = g.constant(cos, [S, S], 'dft_cos');
+  const Sn = g.constant(sin, [S, S], 'dft_sin');
+  const Ci = g.constant(cosI, [S, S], 'idft_cos');
+  const Si = g.constant(sinI, [S, S], 'idft_sin');
+  const H = g.constant(Float32Array.from(highPassFilter(S, filter)), [S, S], 'highpass_filter');
+  const mm = (a: string, b: string): string => g.op('MatMul', [a, b]);
+  const x = g.op('Sub', [gray, reduceAttr(g, 'ReduceMean', gray, [2, 3], true)]);
+  // Forward: A = x C, B = x Sn; Q = F x F with F = C - i Sn:
+  //   Re Q = C A - Sn B,  -Im Q = C B + Sn A.
+  const A = mm(x, C), B = mm(x, Sn);
+  const zr = g.op('Mul', [g.op('Sub', [mm(C, A), mm(Sn, B)]), H]);
+  const zin = g.op('Mul', [g.op('Add', [mm(C, B), mm(Sn, A)]), H]); // -Im(H Q)
+  // Inverse with G = (C + i Sn)/S on each side: R = G Z, y = Re(R G).
+  //   Re R = Ci Zr + Si Zin,  Im R = Si Zr - Ci Zin,  y = Re R Ci - Im R Si.
+  const rr = g.op('Add', [mm(Ci, zr), mm(Si, zin)]);
+  const ri = g.op('Sub', [mm(Si, zr), mm(Ci, zin)]);
+  return g.op('Sub', [mm(rr, Ci), mm(ri, Si)]);
+}
+
+/** Prewitt/3 gradient magnitude per channel, zero padding: [N,3,H,W] -> [N,3,H,W]. */
+function gradientMagnitude(g: Graph, x: string): string {
+  const c = g.shape(x)[1] as number;
+  const kx = [1, 0, -1, 1, 0, -1, 1, 0, -1].map((v) => v / 3);
+  const ky = [1, 1, 1, 0, 0, 0, -1, -1, -1].map((v) => v / 3);
+  const rep = (k: number[]): number[] => Array.from({ length: c }, () => k).flat();
+  const gx = conv(g, x, g.constant(rep(kx), [c, 1, 3, 3], 'prewitt_x'), undefined, c);
+  const gy = conv(g, x, g.constant(rep(ky), [c, 1, 3, 3], 'prewitt_y'), undefined, c);
+  const sq = g.op('Add', [g.op('Mul', [gx, gx]), g.op('Mul', [gy, gy])]);
+  return g.op('Sqrt', [g.op('Add', [sq, g.scalar(1e-12)])]);
+}
+
+/** MSGMS anomaly map [N,1,H,W] of restored vs original (both [N,3,H,W]). */
+function emitMsgms(g: Graph, restored: string, original: string, c: number, scales: number): string {
+  const [n, ch, h, w] = g.shape(restored) as [Dim, number, number, number];
+  let y = restored, x = original;
+  let acc: string | undefined;
+  for (let s = 0; s < scales; s++) {
+    if (s > 0) {
+      const pool = (v: string): string => {
+        const [, , ph, pw] = g.shape(v) as [Dim, number, number, number];
+        return g.op('AveragePool', [v], [n, ch, Math.floor(ph / 2), Math.floor(pw / 2)], { kernel_shape: [2, 2], strides: [2, 2] });
+      };
+      y = pool(y);
+      x = pool(x);
+    }
+    const gy = gradientMagnitude(g, y), gx = gradientMagnitude(g, x);
+    const num = g.op('Add', [g.op('Mul', [g.op('Mul', [gy, gx]), g.scalar(2)]), g.scalar(c)]);
+    const den = g.op('Add', [g.op('Add', [g.op('Mul', [gy, gy]), g.op('Mul', [gx, gx])]), g.scalar(c + 1e-12)]);
+    let gms = g.op('Div', [num, den]);
+    if (s > 0) {
+      const [, , sh, sw] = g.shape(gms) as [Dim, number, number, number];
+      const scalesT = g.constant([1, 1, h / sh, w / sw], [4], 'resize_scales');
+      gms = g.op('Resize', [gms, '', scalesT], [n, ch, h, w], { mode: 'linear', coordinate_transformation_mode: 'half_pixel' });
+    }
+    acc = acc === undefined ? gms : g.op('Add', [acc, gms]);
+  }
+  return g.op('Sub', [g.scalar(1), g.op('Div', [reduceAttr(g, 'ReduceMean', acc!, [1], true), g.scalar(scales)])]);
+}
+
+// kornia 0.6.7 rgb_to_xyz (rows X, Y, Z; columns r, g, b) and the D65 white point (score.ts).
+const RGB_TO_XYZ = [
+  [0.412453, 0.35758, 0.180423],
+  [0.212671, 0.71516, 0.072169],
+  [0.019334, 0.119193, 0.950227],
+];
+const D65_WHITE = [0.95047, 1.0, 1.08883];
+
+/** Lab (a, b) of an NCHW tensor [N,3,H,W] -> [N,2,H,W] (see `labAB` in score.ts). */
+function emitLabAB(g: Graph, img: string, mode: ScoringSpec['colourMode']): string {
+  const [n, , h, w] = g.shape(img);
+  const lin = g.op('Where', [
+    g.op('Greater', [img, g.scalar(0.04045)]),
+    g.op('Pow', [g.op('Div', [g.op('Add', [img, g.scalar(0.055)]), g.scalar(1.055)]), g.scalar(2.4)]),
+    g.op('Div', [img, g.scalar(12.92)]),
+  ]);
+  // xyz_j = sum_k lin_k M[k][j] as a 1x1 conv with W[j][k] = M[k][j].
+  const wx = new Float32Array(9);
+  for (let k = 0; k < 3; k++) {
+    const rgbIndex = mode === 'rgb' ? 2 - k : k;
+    for (let j = 0; j < 3; j++) wx[j * 3 + k] = RGB_TO_XYZ[j]![rgbIndex]! / D65_WHITE[j]!;
+  }
+  const xyz = g.op('Conv', [lin, g.constant(wx, [3, 3, 1, 1], 'xyz_matrix')], [n!, 3, h!, w!], { kernel_shape: [1, 1] });
+  const thr = g.scalar(0.008856);
+  const f = g.op('Where', [
+    g.op('Greater', [xyz, thr]),
+    g.op('Pow', [g.op('Max', [xyz, thr]), g.scalar(1 / 3)]),
+    g.op('Add', [g.op('Mul', [xyz, g.scalar(7.787)]), g.scalar(4 / 29)]),
+  ]);
+  const wab = g.constant([500, -500, 0, 0, 200, -200], [2, 3, 1, 1], 'ab_matrix');
+  return g.op('Conv', [f, wab], [n!, 2, h!, w!], { kernel_shape: [1, 1] });
+}
+
+/**
+ * FAIR scoring of restored vs original (both NCHW BGR [N,3,S,S]): `map` [N,S,S] and `score` [N]
+ * (src/model/score.ts `scoreBatch`).
+ * @example
+ * const { map, score } = emitScore(g, restored, original, spec.scoring);
+ */
+export function emitScore(g: Graph, restored: string, original: string, spec: ScoringSpec): { map: string; score: string } {
+  const k = spec.smoothKernel;
+  if (!Number.isInteger(k) || k < 1 || k % 2 === 0) throw new ConfigError(`scoring.smoothKernel must be an odd positive integer, got ${k}`);
+  if (!Number.isInteger(spec.msgmsScales) || spec.msgmsScales < 1) throw new ConfigError(`scoring.msgmsScales must be a positive integer, got ${spec.msgmsScales}`);
+  const [n, , h, w] = g.shape(restored) as [Dim, number, number, number];
+  if (h % 2 ** (spec.msgmsScales - 1) !== 0) throw new ConfigError(`size ${h} is not divisible by 2^${spec.msgmsScales - 1} (MSGMS scales)`);
+  let raw = emitMsgms(g, restored, original, spec.msgmsC, spec.msgmsScales);
+  if (spec.colourWeight > 0) {
+    const d = g.op('Sub', [emitLabAB(g, original, spec.colourMode), emitLabAB(g, restored, spec.colourMode)]);
+    const sum = g.op('ReduceSum', [g.op('Mul', [d, d]), g.int64([1])], [n, 1, h, w], { keepdims: 1 });
+    raw = g.op('Add', [raw, g.op('Mul', [sum, g.scalar(spec.colourWeight)])]);
+  }
+  let smooth = raw;
+  if (k > 1) {
+    const fill = new Float32Array(k).fill(1 / k);
+    smooth = conv(g, conv(g, raw, g.constant(fill, [1, 1, k, 1], 'box_v')), g.constant(fill, [1, 1, 1, k], 'box_h'));
+  }
+  const map = reshape(g, smooth, [n, h, w]);
+  return { map, score: reduceAttr(g, 'ReduceMax', map, [1, 2], false) };
+}
+
+/** Declare the graph input (float32 or uint8 NHWC) and return it as float32 NCHW in [0, 1]. */
+function emitInput(g: Graph, size: number, type: DetectorInputType): string {
+  const shape: Dim[] = ['N', size, size, 3];
+  let x: string;
+  if (type === 'float32') x = g.input(DETECTOR_INPUT, shape);
+  else {
+    x = g.fresh(DETECTOR_INPUT);
+    g.shapes.set(x, shape);
+    g.inputs.push({ name: x, type: { tensorType: { elemType: UINT8, shape: { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } } });
+    // Cast then x/255 in float32: correctly rounded, so the same bits as u8ToF32.
+    x = g.op('Div', [g.op('Cast', [x], shape, { to: 1 }), g.scalar(255)]);
+  }
+  return g.op('Transpose', [x], ['N', 3, size, size], { perm: [0, 3, 1, 2] });
+}
+
+/**
+ * Build the whole-detector ONNX model of a FAIR model (spec + PyTorch-layout weights).
+ *
+ * @returns ModelProto bytes: input `image` [N,S,S,3] (float32 in [0,1] or uint8), outputs
+ *   `score` [N], `map` [N,S,S] and, with `restored`, `restored` [N,S,S,3]. metadata_props carry
+ *   `fairline.spec` (JSON), `fairline.input`, `fairline.outputs` and whatever `props` adds.
+ * @throws ModelError (`bad_weights`) for missing or mis-shaped weights, (`bad_spec`) when the
+ *   filter's channels disagree with the UNet's; ConfigError for bad scoring settings or input type.
+ * @example
+ * const bytes = exportDetectorOnnx(tensors, manifest.spec, { props: { 'fairline.threshold': '0.41' } });
+ */
+export function exportDetectorOnnx(tensors: TorchTensors, spec: FairSpec, opts: DetectorExportOptions = {}): Uint8Array {
+  const input = opts.input ?? 'float32';
+  if (input !== 'float32' && input !== 'uint8') throw new ConfigError(`detector input must be 'float32' or 'uint8', got ${String(input)}`);
+  const S = spec.size;
+  if (!Number.isInteger(S) || S < 16 || S % 16 !== 0) throw new ModelError('bad_spec', `model size ${S} is not a positive multiple of 16 (the UNet pools 4 times)`);
+  const cin = filterChannels(spec.filter.kind);
+  if (cin !== spec.unet.inChannels) throw new ModelError('bad_spec', `filter ${spec.filter.kind} gives ${cin} channel(s) but the UNet takes ${spec.unet.inChannels}`);
+  if (spec.unet.outChannels !== 3) throw new ModelError('bad_spec', `the UNet restores ${spec.unet.outChannels} channels, FAIR scoring needs 3 (BGR)`);
+  const fold = opts.foldBatchNorm ?? false;
+
+  const g = new Graph({ opset: DETECTOR_OPSET });
+  const param = addUNetWeights(g, tensors, spec.unet, fold);
+  const original = emitInput(g, S, input);
+  const highpass = emitHighPass(g, emitGray(g, original), S, spec.filter);
+  const { y: restored } = emitUNet(g, highpass, spec.unet, param, fold ? 'folded' : 'eval');
+  const { map, score } = emitScore(g, restored, original, spec.scoring);
+  g.output(score, DETECTOR_SCORE);
+  g.output(map, DETECTOR_MAP);
+  const outputs = [DETECTOR_SCORE, DETECTOR_MAP];
+  if (opts.restored) {
+    g.output(g.op('Transpose', [restored], ['N', S, S, 3], { perm: [0, 2, 3, 1] }), DETECTOR_RESTORED);
+    outputs.push(DETECTOR_RESTORED);
+  }
+  return g.toModel({
+    name: 'fair_detector',
+    doc: 'FAIR detector: BGR image -> high-pass -> UNet restoration -> MSGMS + colour scoring; score = max(map), reject when score >= fairline.threshold',
+    props: {
+      'fairline.part': 'detector',
+      'fairline.spec': JSON.stringify(spec),
+      'fairline.input': input === 'float32' ? 'NHWC float32 BGR in [0,1] at model size' : 'NHWC uint8 BGR 0..255 at model size',
+      'fairline.outputs': outputs.join(','),
+      'fairline.foldBatchNorm': String(fold),
+      ...opts.props,
+    },
+  });
+}
