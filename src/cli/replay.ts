@@ -7,6 +7,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
+import { removeAtExit } from '../io/temp.js';
 import { loadInspectModel, type EngineChoice } from '../runtime/model.js';
 import { formatReport, replay } from '../runtime/replay.js';
 import { natsSink, type VerdictSink } from '../runtime/station.js';
@@ -77,10 +78,14 @@ export function register(program: Command): void {
     let sink: VerdictSink | undefined;
     let spoolDir: string | undefined;
     let tempSpool = false;
+    let forgetSpool: (() => void) | undefined;
     try {
       if (o.nats) {
         spoolDir = o.spool ? resolve(o.spool) : mkdtempSync(join(tmpdir(), 'fairline-replay-spool-'));
         tempSpool = !o.spool;
+        // A temp spool goes however the replay ends (Ctrl-C, SIGTERM); kept (and named) only
+        // when a finished replay leaves verdicts in it.
+        if (tempSpool) forgetSpool = removeAtExit(spoolDir);
         const js = o.jetstream === undefined || o.jetstream === false ? { enabled: false, stream: `FAIRLINE_${o.line}` } : { enabled: true, stream: o.jetstream === true ? `FAIRLINE_${o.line}` : o.jetstream };
         const s = await natsSink({ line: o.line, nats: { servers: [o.nats], jetstream: js }, spool: { dir: spoolDir, maxBytes: 64 * 2 ** 20 }, name: `fairline-replay-${o.line}`, log });
         sink = s;
@@ -103,6 +108,7 @@ export function register(program: Command): void {
         log(`replay: the source ended with an error after ${report.sourceError.afterFrames} frame(s): ${report.sourceError.code}: ${report.sourceError.message}`);
         process.exitCode = 1;
       }
+      if (tempSpool && pub && pub.pending > 0) forgetSpool?.();
       if (tempSpool && spoolDir && pub && pub.pending === 0) rmSync(spoolDir, { recursive: true, force: true });
       else if (tempSpool && spoolDir && readdirSync(spoolDir).length === 0) rmSync(spoolDir, { recursive: true, force: true });
       if (view) {
