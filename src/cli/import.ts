@@ -138,7 +138,7 @@ export function register(program: Command): void {
       const { manifest, spec, dropped } = await importWeights(o);
       if (dropped.length) log(`ignored ${dropped.length} tensor(s) the network does not use: ${dropped.slice(0, 5).join(', ')}${dropped.length > 5 ? ', ...' : ''}`);
       log(`model ${manifest.id}: UNet c=${spec.unet.baseWidth}, ${spec.unet.inChannels} -> 3 channels, ${spec.size} px, ${spec.filter.kind} (D0 ${spec.filter.cutoff}, n ${spec.filter.order}) written to ${resolve(o.out)}`);
-      log("no threshold yet: set one with 'fairline calibrate' before live inspection ('fairline eval' uses the F1-max threshold meanwhile)");
+      log(`no threshold and no domain guard yet: 'fairline calibrate --model ${resolve(o.out)} --normal <good images>' sets both before live inspection ('fairline eval' uses the F1-max threshold meanwhile; without the guard, blank or foreign frames are judged by score alone)`);
       process.stdout.write(JSON.stringify({ id: manifest.id, dir: resolve(o.out), spec }) + '\n');
     });
 }

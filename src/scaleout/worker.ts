@@ -38,6 +38,8 @@ import { ConfigError, FairlineError, SinkError, asFairlineError } from '../error
 import { inspect, type InspectDeps, type InspectModel } from '../operators/inspect.js';
 import type { DecodeFn } from '../operators/decode.js';
 import { errorVerdict, type VerdictContext } from '../operators/verdict.js';
+import { DEFAULT_GUARD } from '../config.js';
+import type { GuardPolicy } from '../operators/guard.js';
 import { frameDecoder } from '../runtime/model.js';
 import type { Frame } from '../streams/frame.js';
 import { natsConnectionOptions, verdictMsgId, type NatsConnectOptions } from '../streams/nats.js';
@@ -95,6 +97,11 @@ export interface WorkerOptions {
   threshold?: number;
   /** Frame -> model image (default `frameDecoder(model.size)`, the station's decode). */
   decode?: DecodeFn;
+  /**
+   * The domain guard on the model's statistics (default action `reject`, the model's k). No
+   * frozen-camera check: a camera's frames are spread over the workers, so none sees them all.
+   */
+  guard?: Partial<Pick<GuardPolicy, 'action' | 'k'>>;
   /** The shared consumer (ack wait, max deliver, ...). */
   consumer?: WorkerConsumerOptions;
   /** Stream names and limits (must match ingest's). */
@@ -196,6 +203,7 @@ export class ScaleoutWorker {
       // One model call per fetched batch: the batch closes when the fetched frames are all decoded.
       batch: { maxSize: this.batch, maxWaitMs: Infinity },
       mode: 'replay',
+      guard: { policy: { ...DEFAULT_GUARD, ...o.guard, staleFrames: 0 } },
     };
   }
 
