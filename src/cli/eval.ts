@@ -13,7 +13,9 @@ import { createProgress, type Progress } from './progress.js';
 import { ConfigError, DatasetError, ModelError } from '../errors.js';
 import { listCategories, readDataset, type Dataset } from '../io/datasets.js';
 import { loadModel, readManifest, type ModelManifest } from '../io/artefact.js';
-import { detectorFromModel, evaluateCategory, type PictureMode } from '../eval/evaluate.js';
+import { evaluateCategory, type PictureMode } from '../eval/evaluate.js';
+import { createDetector } from '../runtime/detector-engine.js';
+import type { EngineChoice } from '../runtime/restorers.js';
 import { guardOf } from '../runtime/model.js';
 import { buildReport, formatTable, summariseCategory, writeCategoryPictures, writeReport, type CategorySummary, type EvalReport } from '../eval/report.js';
 
@@ -29,6 +31,8 @@ export interface EvalCliOptions {
   backend?: string;
   threads?: number;
   json?: boolean;
+  /** Detection engine: auto (default: the whole ONNX graph when onnxruntime loads), onnx, tfjs. */
+  engine?: EngineChoice;
 }
 
 interface Job {
@@ -98,7 +102,7 @@ export async function runEval(o: EvalCliOptions, env: { backend?: string; progre
     progress = env.progress === false ? silentProgress() : createProgress({ total, label: 'eval', json: o.json });
     for (const job of jobs) {
       const model = loadModel(job.modelDir);
-      const detector = detectorFromModel(model);
+      const detector = await createDetector(model, { engine: o.engine ?? 'auto', threads: o.threads, log: env.progress === false ? undefined : log });
       try {
         const t0 = performance.now();
         const ev = await evaluateCategory(job.dataset, detector, { id: model.manifest.id, dir: job.modelDir, threshold: model.manifest.thresholds, ...guardArg(model.manifest, job.modelDir) }, {
@@ -146,6 +150,7 @@ export function register(program: Command): void {
     .requiredOption('--report <dir>', 'folder to write the report into')
     .addOption(new Option('--pictures <which>', 'pictures to write: input | restoration | heatmap | ground truth').choices(['all', 'anomalous', 'none']).default('all'))
     .option('--batch <n>', 'images per model call', intOption('--batch'), 4)
+    .addOption(new Option('--engine <name>', 'detection engine (auto: the whole detector on onnxruntime when it loads)').choices(['auto', 'tfjs', 'onnx']).default('auto'))
     .option('--json', 'JSON lines instead of a progress bar, even on a terminal', false);
   backendOptions(cmd);
   cmd.action(async (o: EvalCliOptions) => {

@@ -42,6 +42,32 @@ export class TfjsRestorer implements Restorer {
   }
 }
 
+/** Scores, maps (and restorations) of a batch, as one whole-detector call returns them. */
+export interface BatchDetection {
+  /** Image scores, length N. */
+  scores: Float32Array;
+  /** Smoothed maps, N*S*S (image i at offset i*S*S). */
+  maps: Float32Array;
+  /** Restorations N*S*S*3 NHWC BGR, when asked for and available. */
+  restored?: Float32Array;
+}
+
+/**
+ * The whole detection (high-pass, restoration, scoring) in one call, e.g. the exported ONNX
+ * detector graph in an onnxruntime session (src/io/onnx-detector.ts). A {@link FairDetector}
+ * built on one skips the TypeScript high-pass and scoring.
+ */
+export interface DetectorGraph {
+  readonly engine: string;
+  /** @param batch NHWC BGR float32 [0,1], n images at model size */
+  detectBatch(batch: Float32Array, n: number, keepRestored: boolean): Promise<BatchDetection>;
+  dispose(): void;
+}
+
+function isDetectorGraph(r: Restorer | DetectorGraph): r is DetectorGraph {
+  return typeof (r as DetectorGraph).detectBatch === 'function';
+}
+
 /** One image's detection. */
 export interface Detection {
   /** Image score: max of the smoothed anomaly map. Higher = more anomalous. */
@@ -71,9 +97,13 @@ export function validateModelImage(img: ImageF32, size: number): void {
 
 export class FairDetector {
   readonly highpass: HighPass;
+  /**
+   * @param restorer the UNet engine (TypeScript high-pass and scoring around it), or a whole
+   *   {@link DetectorGraph} that does all three in one call.
+   */
   constructor(
     readonly spec: FairSpec,
-    readonly restorer: Restorer,
+    readonly restorer: Restorer | DetectorGraph,
   ) {
     this.highpass = new HighPass(spec.size, spec.filter);
     if (this.highpass.channels !== spec.unet.inChannels) {
@@ -95,6 +125,14 @@ export class FairDetector {
       if (img.data.length !== px) throw new BadInputError('wrong_size', `image ${i} has ${img.data.length} values, expected ${px}`);
       batch.set(img.data, i * px);
     });
+    if (isDetectorGraph(this.restorer)) {
+      const r = await this.restorer.detectBatch(batch, n, opts.keepRestored ?? false);
+      return Array.from({ length: n }, (_, i) => {
+        const d: Detection = { score: r.scores[i]!, map: r.maps.slice(i * S * S, (i + 1) * S * S) };
+        if (opts.keepRestored && r.restored) d.restored = r.restored.slice(i * px, (i + 1) * px);
+        return d;
+      });
+    }
     const input = this.highpass.fromBgr(batch, n);
     const restored = await this.restorer.restore(input, n, S, this.highpass.channels);
     const restoredT = tf.tensor4d(restored, [n, S, S, 3]);

@@ -12,7 +12,7 @@ import { BackendError, ConfigError, ModelError } from '../errors.js';
 import { loadModel, type LoadedModel, type ModelManifest, type ThresholdInfo } from '../io/artefact.js';
 import { decodeImage, decodeRaw } from '../io/image.js';
 import { initBackend, type BackendName } from '../model/backend.js';
-import { FairDetector, type Detection, type Restorer } from '../model/detector.js';
+import { FairDetector, type Detection, type DetectorGraph, type Restorer } from '../model/detector.js';
 import { UNET_SPATIAL_MULTIPLE } from '../model/onnx-export.js';
 import { resizeLinearU8, u8ToF32 } from '../model/resize.js';
 import { guardStatsProblems, type GuardStats } from '../model/guard.js';
@@ -20,7 +20,7 @@ import { filterChannels, type FairSpec, type ImageF32 } from '../model/types.js'
 import type { ScoreRange } from '../thresholds.js';
 import { THRESHOLD_RANGE, thresholdBelowNormal } from '../thresholds.js';
 import { inferUNetSpec } from '../model/weights.js';
-import { createRestorer, OnnxRestorer } from './restorers.js';
+import { createDetectorEngine } from './detector-engine.js';
 import type { DecodeFn, DecodeOutput } from '../operators/decode.js';
 import type { InspectModel } from '../operators/inspect.js';
 import type { Frame, ModelOutput } from '../streams/frame.js';
@@ -162,16 +162,19 @@ export function scoreRangeOf(manifest: ModelManifest): ScoreRange | undefined {
   return t ? { min: t.min, max: t.max, n: t.n, source: 'training' } : undefined;
 }
 
-/** The restoration engine for a loaded model (src/runtime/restorers.ts does the choosing). */
-async function restorerFor(loaded: LoadedModel, opts: LoadInspectModelOptions): Promise<{ restorer: Restorer; engine: 'tfjs' | 'onnx' }> {
+/**
+ * The detection engine for a loaded model (src/runtime/detector-engine.ts does the choosing): the
+ * whole-detector ONNX graph on onnxruntime, or the tfjs UNet with the TypeScript high-pass/scoring.
+ */
+async function restorerFor(loaded: LoadedModel, opts: LoadInspectModelOptions): Promise<{ restorer: Restorer | DetectorGraph; engine: 'tfjs' | 'onnx' }> {
   try {
-    const restorer = await createRestorer(loaded.tensors, loaded.manifest.spec.unet, {
+    const { engine, kind } = await createDetectorEngine(loaded.tensors, loaded.manifest.spec, {
       engine: opts.engine ?? 'auto',
       threads: opts.threads,
       providers: opts.executionProviders,
       log: opts.log,
     });
-    return { restorer, engine: restorer instanceof OnnxRestorer ? 'onnx' : 'tfjs' };
+    return { restorer: engine, engine: kind };
   } catch (err) {
     throw err instanceof BackendError || err instanceof ModelError || err instanceof ConfigError ? err : new BackendError('onnx_session', `onnx engine: ${(err as Error).message}`, { cause: err });
   }
