@@ -4,12 +4,12 @@
  * verdicts as the artefact's tfjs UNet. Also `createRestorer`'s engine choice.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Command } from 'commander';
-import { exportModel, register } from '../src/cli/export.js';
+import { exportModel, FAIRLINE_VERSION, register } from '../src/cli/export.js';
 import { ModelError } from '../src/errors.js';
 import { loadModel, saveModel } from '../src/io/artefact.js';
 import { OnnxEngine } from '../src/io/onnx-engine.js';
@@ -19,7 +19,12 @@ import { defaultSpec, type ImageF32 } from '../src/model/types.js';
 import { createUNet } from '../src/model/unet.js';
 import { unetFromTorch, unetToTorch } from '../src/model/weights.js';
 import { OnnxRestorer, createRestorer } from '../src/runtime/restorers.js';
-import { expectArraysClose } from './helpers.js';
+import { REPO_ROOT, SAMPLE_DATA, expectArraysClose } from './helpers.js';
+import { execFileSync } from 'node:child_process';
+import { loadOrt } from '../src/io/onnx-engine.js';
+import { loadModelImage } from '../src/io/image.js';
+
+const DEMO = join(REPO_ROOT, 'models', 'hazelnut-demo');
 
 function image(size: number, seed: number): ImageF32 {
   const data = new Float32Array(size * size * 3);
@@ -76,7 +81,7 @@ describe('fairline export --onnx', function () {
 
   it('writes a .onnx file whose detections match the artefact on tfjs (maps within 1e-5, same verdicts)', async () => {
     const out = join(dir, 'tiny.onnx');
-    const stdout = await cli(['--model', modelDir, '--onnx', out, '--fold-bn', '--backend', 'cpu', '--threads', '1']);
+    const stdout = await cli(['--model', modelDir, '--onnx', out, '--part', 'unet', '--fold-bn', '--backend', 'cpu', '--threads', '1']);
     const m = /max \|onnxruntime - tfjs\| = ([0-9.e+-]+) over (\d+) values/.exec(stdout);
     assert.ok(m, `no verify line in: ${stdout}`);
     assert.ok(Number(m[1]) < 1e-5, `CLI check reported ${m[1]}`);
@@ -109,13 +114,48 @@ describe('fairline export --onnx', function () {
 
   it('exports NCHW without folding too, and reports the layout', async () => {
     const out = join(dir, 'nchw.onnx');
-    const r = await exportModel({ model: modelDir, onnx: out, layout: 'nchw', foldBn: false, backend: 'cpu', threads: 1, verifyBatch: 2 });
+    const r = await exportModel({ model: modelDir, onnx: out, part: 'unet', layout: 'nchw', foldBn: false, backend: 'cpu', threads: 1, verifyBatch: 2 });
     assert.equal(r.layout, 'nchw');
     assert.ok(r.verify && r.verify.maxAbsDiff < 1e-5, `max diff ${r.verify?.maxAbsDiff}`);
     assert.equal(r.verify.values, 2 * size * size * 3);
     const engine = await OnnxEngine.create(out, { threads: 1 });
     assert.equal(engine.layout, 'nchw');
     await engine.dispose();
+    rmSync(out);
+  });
+
+  it('exports the whole detector by default: the file runs in a plain onnxruntime session and scores the demo images as the TypeScript path, carries the threshold, passes the checker', async () => {
+    const out = join(dir, 'demo-detector.onnx');
+    const stdout = await cli(['--model', DEMO, '--onnx', out, '--backend', 'cpu', '--threads', '2', '--verify-batch', '1']);
+    const m = /max \|onnxruntime - TypeScript\| = ([0-9.e+-]+) over (\d+) map values .*scores within ([0-9.e+-]+) relative/.exec(stdout);
+    assert.ok(m, `no verify line in: ${stdout}`);
+    assert.ok(Number(m[1]) < 1e-5 && Number(m[3]) < 1e-5, stdout);
+    const ort = (await loadOrt())!;
+    const session = await ort.InferenceSession.create(out);
+    const { manifest, tensors } = loadModel(DEMO);
+    const ts = new FairDetector(manifest.spec, await OnnxRestorer.fromTensors(tensors, manifest.spec.unet, { threads: 2 }));
+    try {
+      assert.deepEqual([...session.inputNames], ['image']);
+      assert.deepEqual([...session.outputNames], ['score', 'map']);
+      const files = ['good/04.png', 'good/05.png', 'colour/00.png', 'colour/01.png'];
+      const imgs = await Promise.all(files.map((f) => loadModelImage(join(SAMPLE_DATA, 'hazelnut', 'test', f), 256)));
+      const x = new Float32Array(imgs.length * 256 * 256 * 3);
+      imgs.forEach((im, i) => x.set(im.data, i * 256 * 256 * 3));
+      const res = await session.run({ image: new ort.Tensor('float32', x, [imgs.length, 256, 256, 3]) });
+      const scores = res.score!.data as Float32Array;
+      const ref = await ts.detect(imgs);
+      const threshold = manifest.thresholds!.image;
+      ref.forEach((d, i) => {
+        assert.ok(Math.abs(scores[i]! - d.score) <= 1e-5 * d.score, `${files[i]}: file ${scores[i]} vs TypeScript ${d.score}`);
+        assert.equal(scores[i]! >= threshold, d.score >= threshold, `verdict of ${files[i]}`);
+      });
+    } finally {
+      ts.dispose();
+      await session.release();
+    }
+    const py = "import onnx,sys\nm=onnx.load(sys.argv[1])\nonnx.checker.check_model(m, full_check=True)\nonnx.shape_inference.infer_shapes(m, strict_mode=True)\nprint(dict((p.key,p.value) for p in m.metadata_props)['fairline.threshold'])";
+    assert.equal(Number(execFileSync('/usr/bin/python3', ['-c', py, out], { encoding: 'utf8' }).trim()), loadModel(DEMO).manifest.thresholds!.image);
+    assert.equal(FAIRLINE_VERSION, (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version);
     rmSync(out);
   });
 
