@@ -153,7 +153,24 @@ export function drawContour(img: ImageF32, map: ArrayLike<number>, threshold: nu
  * const pic = heatOverlay(input, map, anchorAt(mapsRange([map]), 0.42), 0.42);
  */
 export function heatOverlay(input: ImageF32, map: ArrayLike<number>, range: HeatRange, threshold: number | null): ImageF32 {
-  const heat = overlay(input, heatmapImage(map, input.width, input.height, range), 0.5);
+  const { width, height } = input;
+  checkMap(map, width, height, 'heatOverlay');
+  if (input.channels !== 3) throw new BadInputError('wrong_size', `heatOverlay: input has ${input.channels} channels, need 3`);
+  // overlay(input, heatmapImage(map, ...), 0.5) in one pass (the page renders a card per reject):
+  // the same arithmetic, the colour rounded to float32 as heatmapImage stores it, no intermediate image.
+  const src = input.data;
+  const data = new Float32Array(width * height * 3);
+  for (let i = 0, o = 0; i < width * height; i++, o += 3) {
+    const p = heatPosition(map[i]!, range);
+    const v = Number.isFinite(p) ? p : 0; // as jet()
+    const r = Math.fround(clamp01(1.5 - Math.abs(4 * v - 3)));
+    const g = Math.fround(clamp01(1.5 - Math.abs(4 * v - 2)));
+    const b = Math.fround(clamp01(1.5 - Math.abs(4 * v - 1)));
+    data[o] = clamp01(0.5 * src[o]! + 0.5 * b);
+    data[o + 1] = clamp01(0.5 * src[o + 1]! + 0.5 * g);
+    data[o + 2] = clamp01(0.5 * src[o + 2]! + 0.5 * r);
+  }
+  const heat: ImageF32 = { width, height, channels: 3, data };
   if (threshold !== null) drawContour(heat, map, threshold, WHITE);
   return heat;
 }

@@ -2,13 +2,14 @@
  * The pictures of a reject card, rendered on the station when a page first asks for one and then
  * kept with the card (so ten browsers cost one rendering): the heatmap overlay exactly as eval's
  * pictures draw it (src/eval/heatmap.ts `heatOverlay`: JET over the model-size input, anchored at
- * the threshold, white outline = the defect regions), the model-size input, and the frame at
- * source resolution (from memory, or from its capture file once the recorder has it).
+ * the threshold, white outline = the defect regions) and the model-size input, both as JPEG;
+ * and the frame at source resolution, as captured (from memory, or from its capture file once
+ * the recorder has it).
  */
 import { readFile } from 'node:fs/promises';
 import { BadInputError } from '../errors.js';
 import { anchorAt, heatOverlay, mapsRange } from '../eval/heatmap.js';
-import { encodeFramePicture, encodePng } from '../io/image.js';
+import { encodeFramePicture, encodeJpeg } from '../io/image.js';
 import type { Card } from './live.js';
 
 export const PICTURE_KINDS = ['overlay', 'input', 'frame'] as const;
@@ -29,10 +30,11 @@ async function render(card: Card, kind: PictureKind): Promise<Picture> {
     kind = 'input';
   }
   if (!d) throw new BadInputError('no_picture', `card ${card.id}: no pixels kept for it`);
-  if (kind === 'input') return { data: await encodePng(d.image), type: 'image/png' };
+  // JPEG for what is only looked at: a fifth of the bytes and half the CPU of a PNG.
+  if (kind === 'input') return { data: await encodeJpeg(d.image), type: 'image/jpeg' };
   if (!d.map) throw new BadInputError('no_picture', `card ${card.id}: the model gave no anomaly map`);
   const t = card.verdict.threshold;
-  return { data: await encodePng(heatOverlay(d.image, d.map, anchorAt(mapsRange([d.map]), t), t)), type: 'image/png' };
+  return { data: await encodeJpeg(heatOverlay(d.image, d.map, anchorAt(mapsRange([d.map]), t), t)), type: 'image/jpeg' };
 }
 
 /**

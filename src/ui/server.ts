@@ -9,7 +9,7 @@
  * | `GET /events`                    | SSE: the state snapshot (src/ui/live.ts) every `intervalMs`  |
  * | `GET /api/state`                 | the last snapshot as JSON                                    |
  * | `GET /api/cards/<id>`            | a card's verdict JSON                                        |
- * | `GET /api/cards/<id>/<kind>.png` | `overlay`, `input` or `frame` (source resolution)            |
+ * | `GET /api/cards/<id>/<kind>`     | `overlay`, `input` (JPEG) or `frame` (source resolution)     |
  * | `POST /api/cards/<id>/label`     | `{"label": "good" \| "defect"}` with `Authorization: Bearer <ui.token>` |
  *
  * Safe by default: it binds to 127.0.0.1 unless told otherwise, and then also refuses requests
@@ -236,8 +236,8 @@ export async function serveUi(o: UiServerOptions): Promise<UiServer> {
     const card = o.view.card(id);
     if (!card) return json(res, 404, { error: `no card ${id} (only the last rejects are kept)` });
     if (rest === undefined) return json(res, 200, { id, verdict: card.verdict, captured: card.capture !== undefined, label: card.capture?.label ?? null });
-    const kind = /^([a-z]+)\.png$/.exec(rest)?.[1];
-    if (!kind || !PICTURE_KINDS.includes(kind as PictureKind)) return json(res, 404, { error: `no picture '${rest}' (${PICTURE_KINDS.map((k) => `${k}.png`).join(', ')})` });
+    const kind = rest;
+    if (!PICTURE_KINDS.includes(kind as PictureKind)) return json(res, 404, { error: `no picture '${rest.slice(0, 40)}' (${PICTURE_KINDS.join(', ')})` });
     try {
       const pic = await cardPicture(card, kind as PictureKind);
       // A card's pictures never change: browsers may keep them.

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { anchorAt, heatOverlay, mapsRange } from '../../src/eval/heatmap.js';
 import { captureDir, captureId } from '../../src/io/captures.js';
-import { encodePng } from '../../src/io/image.js';
+import { encodeJpeg } from '../../src/io/image.js';
 import { Recorder } from '../../src/streams/recorder.js';
 import type { JudgedFrame } from '../../src/streams/frame.js';
 import { LiveView } from '../../src/ui/live.js';
@@ -122,34 +122,34 @@ describe('ui/server (the operator page over HTTP)', function () {
       const r = await fetch(`${base}${p}`);
       return { status: r.status, type: r.headers.get('content-type'), body: Buffer.from(await r.arrayBuffer()) };
     };
-    const overlay = await get(`/api/cards/${notCaptured}/overlay.png`);
+    const overlay = await get(`/api/cards/${notCaptured}/overlay`);
     assert.equal(overlay.status, 200);
-    assert.equal(overlay.type, 'image/png');
+    assert.equal(overlay.type, 'image/jpeg');
     const j = judged(2);
-    const expected = await encodePng(heatOverlay(j.image, j.map!, anchorAt(mapsRange([j.map!]), 0.5), 0.5));
-    assert.ok(overlay.body.equals(expected), 'exactly the overlay eval draws');
+    const expected = await encodeJpeg(heatOverlay(j.image, j.map!, anchorAt(mapsRange([j.map!]), 0.5), 0.5));
+    assert.ok(overlay.body.equals(expected), 'exactly the overlay eval draws (as JPEG)');
     assert.equal(live.card(notCaptured)!.pictures.size, 1);
-    await get(`/api/cards/${notCaptured}/overlay.png`);
+    await get(`/api/cards/${notCaptured}/overlay`);
     assert.equal(live.card(notCaptured)!.pictures.size, 1, 'rendered once, then kept with the card');
-    const frame = await get(`/api/cards/${notCaptured}/frame.png`);
+    const frame = await get(`/api/cards/${notCaptured}/frame`);
     assert.deepEqual(await sharp(frame.body).metadata().then((m) => [m.width, m.height]), [24, 16]);
-    const input = await get(`/api/cards/${notCaptured}/input.png`);
+    const input = await get(`/api/cards/${notCaptured}/input`);
     assert.deepEqual(await sharp(input.body).metadata().then((m) => [m.width, m.height]), [8, 8]);
     // The captured card serves its frame from the capture file (it let go of the pixels in memory).
     assert.equal(live.card(captured)!.data!.payload, undefined);
-    const fromDisk = await get(`/api/cards/${captured}/frame.png`);
+    const fromDisk = await get(`/api/cards/${captured}/frame`);
     assert.ok(fromDisk.body.equals(readFileSync(join(captureDir(rec.opts.dir, captured), 'frame.png'))));
     const info = (await (await fetch(`${base}/api/cards/${captured}`)).json()) as { verdict: Verdict; captured: boolean };
     assert.deepEqual(info.verdict, reject(1));
     assert.equal(info.captured, true);
-    assert.equal((await get(`/api/cards/${captured}/restored.png`)).status, 404);
+    assert.equal((await get(`/api/cards/${captured}/restored`)).status, 404);
   });
 
   it('refuses ids that are not capture ids and paths that try to leave the capture folder', async () => {
     for (const p of [
       '/api/cards/..%2F..%2F..%2Fetc%2Fpasswd/frame.png',
       '/api/cards/%2e%2e%2fcaptures/frame.png',
-      `/api/cards/${captured}%2F..%2F..%2F${captured}/frame.png`,
+      `/api/cards/${captured}%2F..%2F..%2F${captured}/frame`,
       '/api/cards/20261201T000000000Z_cam0_1%00/frame.png',
       '/api/cards/%E0%A4%A/frame.png',
     ]) {
