@@ -1,0 +1,76 @@
+/**
+ * Typed-array scoring (src/model/score-fast.ts) vs the official golden map and score, and vs the
+ * tensor path (src/model/score.ts) on random, unclamped restorations and other settings.
+ */
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { BadInputError, ConfigError } from '../src/errors.js';
+import { scoreArrays } from '../src/model/score-fast.js';
+import { scoreBatch } from '../src/model/score.js';
+import { DEFAULT_SCORING, type ScoringSpec } from '../src/model/types.js';
+import { expectArraysClose, golden, goldenValue, nchwToNhwc } from './helpers.js';
+
+function pair(n: number, S: number, seed: number): { y: Float32Array; x: Float32Array } {
+  const x = new Float32Array(n * S * S * 3), y = new Float32Array(n * S * S * 3);
+  let s = seed >>> 0;
+  const rnd = (): number => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  for (let i = 0; i < x.length; i++) {
+    x[i] = 0.5 + 0.45 * Math.sin(i * 0.011 + seed) * Math.cos(i * 0.0009);
+    // Unclamped, as a network output: below 0 and above 1 (both colour branches, table ends).
+    y[i] = x[i]! + 0.4 * (rnd() - 0.5) + (i % 97 === 0 ? 0.9 : 0) - (i % 89 === 0 ? 0.8 : 0);
+  }
+  return { y, x };
+}
+
+function tensorPath(y: Float32Array, x: Float32Array, n: number, S: number, spec: ScoringSpec): { maps: Float32Array; scores: Float32Array } {
+  const yt = tf.tensor4d(y, [n, S, S, 3]), xt = tf.tensor4d(x, [n, S, S, 3]);
+  const { map, scores } = scoreBatch(yt, xt, spec);
+  const out = { maps: map.dataSync() as Float32Array, scores: scores.dataSync() as Float32Array };
+  tf.dispose([yt, xt, map, scores]);
+  return out;
+}
+
+describe('score-fast (typed-array scoring)', function () {
+  this.timeout(60000);
+  before(async () => {
+    await tf.setBackend('cpu');
+  });
+
+  it('equals the official map (1e-5) and image score (1e-5 relative) on the golden case', () => {
+    const y = nchwToNhwc(golden('score', 'restored').data, 1, 3, 256, 256);
+    const x = nchwToNhwc(golden('score', 'original').data, 1, 3, 256, 256);
+    const { maps, scores } = scoreArrays(y, x, 1, 256, DEFAULT_SCORING);
+    const st = expectArraysClose(maps, golden('score', 'map').data, 1e-5, 'map');
+    const want = goldenValue('score', 'image_score');
+    const rel = Math.abs(scores[0]! - want) / want;
+    assert.ok(rel < 1e-5, `score ${scores[0]} vs ${want}`);
+    // Speed on this machine (informative; the bench measures it on a quiet one).
+    const t0 = performance.now();
+    for (let i = 0; i < 5; i++) scoreArrays(y, x, 1, 256, DEFAULT_SCORING);
+    console.log(`      map max|diff| ${st.maxAbs.toExponential(2)}, score rel ${rel.toExponential(2)}; ${((performance.now() - t0) / 5).toFixed(1)} ms per 256x256 frame`);
+  });
+
+  it('equals the tensor path on unclamped random batches and other settings', () => {
+    const cases: [string, ScoringSpec, number][] = [
+      ['default', DEFAULT_SCORING, 64],
+      ['rgb, 3 scales, k=7', { ...DEFAULT_SCORING, colourMode: 'rgb', msgmsScales: 3, smoothKernel: 7 }, 32],
+      ['no colour, 1 scale, k=1', { ...DEFAULT_SCORING, colourWeight: 0, msgmsScales: 1, smoothKernel: 1 }, 32],
+      ['k larger than the image', { ...DEFAULT_SCORING, smoothKernel: 41 }, 16],
+    ];
+    for (const [what, spec, S] of cases) {
+      const { y, x } = pair(3, S, S + spec.smoothKernel);
+      const fast = scoreArrays(y, x, 3, S, spec);
+      const ref = tensorPath(y, x, 3, S, spec);
+      expectArraysClose(fast.maps, ref.maps, 1e-5, `${what} maps`);
+      for (let i = 0; i < 3; i++) assert.ok(Math.abs(fast.scores[i]! - ref.scores[i]!) <= 1e-5 * Math.abs(ref.scores[i]!), `${what} score ${i}`);
+    }
+  });
+
+  it('rejects mismatched buffers and bad settings with typed errors', () => {
+    const { y, x } = pair(1, 16, 1);
+    assert.throws(() => scoreArrays(y, x.subarray(1), 1, 16), BadInputError);
+    assert.throws(() => scoreArrays(y, x, 2, 16), BadInputError);
+    assert.throws(() => scoreArrays(y, x, 1, 16, { ...DEFAULT_SCORING, smoothKernel: 4 }), ConfigError);
+    assert.throws(() => scoreArrays(y, x, 1, 16, { ...DEFAULT_SCORING, msgmsScales: 6 }), BadInputError);
+  });
+});
