@@ -27,6 +27,7 @@ const commands: Record<string, Loader> = {
   ingest: () => import('./scaleout.js'),
   worker: () => import('./scaleout.js'),
   bench: () => import('./bench.js'),
+  watch: () => import('./watch.js'),
 };
 
 async function main(argv: string[]): Promise<void> {
