@@ -97,6 +97,19 @@ describe('domain guard (src/model/guard.ts, src/operators/guard.ts)', () => {
       assert.ok(blurred[index('log_laplacian')]! < sharp[index('log_laplacian')]! - 1);
     });
 
+    it('bins large frames: a 256 px frame reads as its 2 x 2 block means at 128 px, a 384 px one as 3 x 3', () => {
+      for (const [side, k] of [[256, 2], [384, 3]] as const) {
+        const big = normal(5, side);
+        const small = image((x, y) => {
+          const m: [number, number, number] = [0, 0, 0];
+          for (let dy = 0; dy < k; dy++) for (let dx = 0; dx < k; dx++) for (let c = 0; c < 3; c++) m[c] += big.data[((y * k + dy) * side + x * k + dx) * 3 + c]! / (k * k);
+          return m;
+        }, 128);
+        const a = guardFeatures(big), b = guardFeatures(small);
+        for (let j = 0; j < a.length; j++) assert.ok(Math.abs(a[j]! - b[j]!) < 1e-5, `${side} px ${GUARD_FEATURES[j]}: ${a[j]} vs ${b[j]}`);
+      }
+    });
+
     it('refuses buffers that are not width x height x 3, and images under 3 x 3', () => {
       assert.throws(() => guardFeatures({ width: 4, height: 4, channels: 3, data: new Float32Array(5) }), BadInputError);
       assert.throws(() => guardFeatures({ width: 2, height: 2, channels: 3, data: new Float32Array(12) }), /at least 3x3/);

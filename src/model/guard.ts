@@ -78,19 +78,25 @@ const LOG_EPS = 1e-4;
 const CLIP_HIGH = 0.99;
 const CLIP_LOW = 0.01;
 
+/** Frames of at least twice this side are binned down to it (or to just above it). */
+export const GUARD_SAMPLE_SIDE = 128;
+
 /** Three rows of grey (a ring) for the Laplacian and gradients; grows with the widest image seen. */
 let rows = new Float32Array(0);
+/** The binned frame of a large image. */
+let sampled = new Float32Array(0);
 
 /**
  * The guard features of one image (HWC BGR in [0, 1], at least 3 x 3), in
  * {@link GUARD_FEATURES} order.
  *
- * One pass over the pixels: each row gives its colour sums per grid cell, clipped pixels and
- * illumination moments, and its grey goes into a ring of three rows; the row above it then
- * gets its Laplacian and gradients from the ring when it is an odd row (half the rows, at full
- * horizontal resolution: the energies are means, and half the rows measure them as well while
- * halving the most expensive part). The image is read once and the working set stays in cache;
- * docs/faults.md has the measured cost.
+ * Cost is bounded whatever the model size: an image of at least 2 x {@link GUARD_SAMPLE_SIDE}
+ * px per side is first binned, each `floor(side / 128)`-square block to its mean (a 256 px frame
+ * becomes 128 x 128; statistics are fitted at the model size, so on the same grid). Then
+ * one pass: each row gives its colour sums per grid cell, clipped pixels and illumination
+ * moments, and its grey goes into a ring of three rows; the row above it then gets its Laplacian
+ * and gradients from the ring when it is an odd row (half the rows, at full horizontal
+ * resolution: the energies are means). docs/faults.md has the measured cost.
  *
  * @example
  * ```ts
@@ -100,10 +106,51 @@ let rows = new Float32Array(0);
  *   values, or an image smaller than 3 x 3.
  */
 export function guardFeatures(img: ImageF32): Float64Array {
-  const { width: W, height: H, data: d } = img;
-  if (img.channels !== 3 || d.length !== W * H * 3 || W < 3 || H < 3) {
-    throw new BadInputError('wrong_size', `guardFeatures: need a 3-channel image of at least 3x3, got ${W}x${H}x${img.channels} with ${d.length} values`);
+  if (img.channels !== 3 || img.data.length !== img.width * img.height * 3 || img.width < 3 || img.height < 3) {
+    throw new BadInputError('wrong_size', `guardFeatures: need a 3-channel image of at least 3x3, got ${img.width}x${img.height}x${img.channels} with ${img.data.length} values`);
   }
+  const stride = Math.max(1, Math.floor(Math.min(img.width, img.height) / GUARD_SAMPLE_SIDE));
+  return featuresOf(stride > 1 ? binned(img, stride) : img);
+}
+
+/** The mean of each stride x stride block (what a camera binning pixels would give). */
+function binned(img: ImageF32, stride: number): ImageF32 {
+  const W = Math.floor(img.width / stride), H = Math.floor(img.height / stride);
+  if (sampled.length < W * H * 3) sampled = new Float32Array(W * H * 3);
+  const out = sampled, d = img.data, row = img.width * 3, inv = 1 / (stride * stride);
+  if (stride === 2) {
+    // The common case (256 px models), unrolled.
+    for (let y = 0, o = 0; y < H; y++) {
+      for (let x = 0, j = 2 * y * row; x < W; x++, o += 3, j += 6) {
+        const k = j + row;
+        out[o] = (d[j]! + d[j + 3]! + d[k]! + d[k + 3]!) * 0.25;
+        out[o + 1] = (d[j + 1]! + d[j + 4]! + d[k + 1]! + d[k + 4]!) * 0.25;
+        out[o + 2] = (d[j + 2]! + d[j + 5]! + d[k + 2]! + d[k + 5]!) * 0.25;
+      }
+    }
+    return { width: W, height: H, channels: 3, data: out.subarray(0, W * H * 3) };
+  }
+  for (let y = 0, o = 0; y < H; y++) {
+    const top = y * stride * row;
+    for (let x = 0; x < W; x++, o += 3) {
+      let b = 0, g = 0, r = 0;
+      for (let dy = 0, j0 = top + x * stride * 3; dy < stride; dy++, j0 += row) {
+        for (let dx = 0, j = j0; dx < stride; dx++, j += 3) {
+          b += d[j]!;
+          g += d[j + 1]!;
+          r += d[j + 2]!;
+        }
+      }
+      out[o] = b * inv;
+      out[o + 1] = g * inv;
+      out[o + 2] = r * inv;
+    }
+  }
+  return { width: W, height: H, channels: 3, data: out.subarray(0, W * H * 3) };
+}
+
+function featuresOf(img: ImageF32): Float64Array {
+  const { width: W, height: H, data: d } = img;
   const n = W * H;
   if (rows.length < 3 * W) rows = new Float32Array(3 * W);
   const ring = rows;
