@@ -3,14 +3,16 @@
  * without a page, the page's counters in the metrics, and nothing leaked per frame.
  */
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { parseConfig } from '../../src/config.js';
+import { parse as parseYaml } from 'yaml';
+import { expandEnv, parseConfig } from '../../src/config.js';
 import { scanCaptures } from '../../src/io/captures.js';
 import { useBackend } from '../../src/model/backend.js';
 import { startStation, type VerdictSink } from '../../src/runtime/station.js';
 import type { Verdict } from '../../src/verdict.js';
+import { REPO_ROOT } from '../helpers.js';
 import { makeModel, tempDir } from '../runtime/fixture.js';
 
 describe('ui/view in a station', function () {
@@ -55,6 +57,15 @@ describe('ui/view in a station', function () {
     assert.match(text, /fairline_captures_total\{camera="sim",verdict="reject",line="L1",station="S1"\} 12/);
     assert.match(text, new RegExp(`fairline_capture_bytes\\{line="L1",station="S1"\\} ${caps.reduce((a, c) => a + c.bytes, 0)}`));
     assert.equal(tf.memory().numTensors, before, 'no tensors leaked');
+  });
+
+  it("deploy/fairline.example.yaml's commented ui and record sections are valid once uncommented", () => {
+    const text = readFileSync(join(REPO_ROOT, 'deploy', 'fairline.example.yaml'), 'utf8');
+    const raw = parseYaml(text) as Record<string, unknown>;
+    for (const key of ['ui', 'record']) Object.assign(raw, parseYaml(new RegExp(`^# (${key}: .*)$`, 'm').exec(text)![1]!));
+    const cfg = parseConfig(expandEnv(raw, '', { FAIRLINE_UI_TOKEN: '0123456789abcdef' }), { baseDir: join(REPO_ROOT, 'deploy'), checkFiles: false });
+    assert.deepEqual(cfg.ui, { listen: { host: '127.0.0.1', port: 8080 }, token: '0123456789abcdef' });
+    assert.deepEqual(cfg.record, { dir: '/var/lib/fairline/captures', rejects: true, passEvery: 0, keepDays: 7, maxBytes: 2 ** 30 });
   });
 
   it('serves the page when configured and counts its viewers in the metrics', async () => {
