@@ -455,10 +455,13 @@ export function formatReport(r: ReplayReport, opts: { perImage?: boolean } = {})
   if (opts.perImage ?? true) {
     lines.push('');
     const width = Math.max(10, digits + 4);
-    lines.push(`seq  label  ${'score'.padEnd(width)}  verdict  image`);
+    const shown = (x: ReplayResult): string => x.verdict + (x.reason ? `/${x.reason}` : '');
+    // `reject/out_of_domain` and the like are wider than the column's name.
+    const vw = Math.max(7, ...r.results.map((x) => shown(x).length));
+    lines.push(`seq  label  ${'score'.padEnd(width)}  ${'verdict'.padEnd(vw)}  image`);
     for (const x of r.results) {
       const score = (x.score === null ? '-' : x.score.toPrecision(digits)).padEnd(width);
-      lines.push(`${String(x.seq).padStart(3)}  ${String(x.label ?? '-').padStart(5)}  ${score}  ${(x.verdict + (x.reason ? `/${x.reason}` : '')).padEnd(7)}  ${x.key ?? ''}`);
+      lines.push(`${String(x.seq).padStart(3)}  ${String(x.label ?? '-').padStart(5)}  ${score}  ${shown(x).padEnd(vw)}  ${x.key ?? ''}`);
     }
   }
   return lines.join('\n');
