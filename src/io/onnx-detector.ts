@@ -5,10 +5,12 @@
  * the engine is onnx; {@link FairDetector} takes it in place of a {@link Restorer}.
  *
  * onnxruntime-node's `run` executes synchronously on the calling thread (behind a setImmediate),
- * so on the main thread it blocks the event loop for one batch; sharp still decodes on its own
- * threads meanwhile.
+ * so by default the session lives in a worker thread (src/io/onnx-worker.mjs): the event loop
+ * stays free to decode (sharp's threads) and resize the next frames while a batch runs, and the
+ * batch's memory moves to the worker without a copy.
  */
 import { cpus } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import { BackendError, BadInputError, ConfigError } from '../errors.js';
 import type { BatchDetection, DetectorGraph } from '../model/detector.js';
 import { DETECTOR_INPUT, DETECTOR_MAP, DETECTOR_RESTORED, DETECTOR_SCORE, exportDetectorOnnx, type DetectorExportOptions } from '../model/onnx/detector.js';
@@ -22,22 +24,139 @@ export interface OnnxDetectorOptions {
   threads?: number;
   /** Execution providers in order; 'cpu' is always the last resort. */
   executionProviders?: string[];
+  /**
+   * Where the session runs (default 'worker'): in a worker thread, so the event loop stays free
+   * to decode and resize the next frames while the model runs; or on the 'main' thread.
+   */
+  thread?: 'worker' | 'main';
   log?: (msg: string) => void;
 }
 
+/** One session run: feeds the batch, returns the fetched outputs. */
+interface Runner {
+  run(batch: Float32Array, dims: number[], fetches: string[]): Promise<Record<string, Float32Array>>;
+  close(): Promise<void>;
+}
+
 type RunWithNames = (feeds: Record<string, OrtTensor>, fetches: readonly string[]) => Promise<Record<string, OrtTensor>>;
+
+interface Opened {
+  runner: Runner;
+  ep: string;
+  skipped: string[];
+  inputNames: readonly string[];
+  outputNames: readonly string[];
+}
+
+async function openInline(ort: OrtModule, model: Uint8Array | string, providers: string[], threads: number): Promise<Opened | { failed: string[] }> {
+  const skipped: string[] = [];
+  for (const ep of providers) {
+    let session: OrtSession;
+    try {
+      session = await ort.InferenceSession.create(model, { executionProviders: [ep], intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+    } catch (err) {
+      skipped.push(`${ep}: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
+      continue;
+    }
+    const runner: Runner = {
+      async run(batch, dims, fetches) {
+        const input = new ort.Tensor('float32', batch, dims);
+        try {
+          const out = await (session.run as unknown as RunWithNames).call(session, { [DETECTOR_INPUT]: input }, fetches);
+          return Object.fromEntries(fetches.map((f) => [f, out[f]!.data as Float32Array]));
+        } finally {
+          input.dispose?.();
+        }
+      },
+      close: () => session.release(),
+    };
+    return { runner, ep, skipped, inputNames: session.inputNames, outputNames: session.outputNames };
+  }
+  return { failed: skipped };
+}
+
+interface WorkerMsg {
+  type: 'ready' | 'failed' | 'result';
+  ep?: string;
+  skipped?: string[];
+  inputNames?: string[];
+  outputNames?: string[];
+  id?: number;
+  ok?: boolean;
+  result?: Record<string, Float32Array>;
+  error?: string;
+}
+
+async function openWorker(model: Uint8Array | string, providers: string[], threads: number): Promise<Opened | { failed: string[] }> {
+  const w = new Worker(new URL('./onnx-worker.mjs', import.meta.url));
+  w.unref();
+  const pending = new Map<number, { resolve: (r: Record<string, Float32Array>) => void; reject: (e: Error) => void }>();
+  let nextId = 0;
+  let dead: Error | undefined;
+  const failAll = (err: Error): void => {
+    dead = err;
+    for (const p of pending.values()) p.reject(err);
+    pending.clear();
+  };
+  const ready = new Promise<WorkerMsg>((resolve, reject) => {
+    w.on('message', (m: WorkerMsg) => {
+      if (m.type === 'ready' || m.type === 'failed') resolve(m);
+      else if (m.type === 'result') {
+        const p = pending.get(m.id!);
+        if (!p) return;
+        pending.delete(m.id!);
+        if (pending.size === 0) w.unref();
+        if (m.ok) p.resolve(m.result!);
+        else p.reject(new BackendError('onnx_run', `onnxruntime run failed: ${m.error}`));
+      }
+    });
+    w.on('error', (err) => {
+      reject(err);
+      failAll(new BackendError('onnx_run', `onnxruntime worker failed: ${err.message}`, { cause: err }));
+    });
+    w.on('exit', (code) => failAll(new BackendError('onnx_disposed', `onnxruntime worker exited (code ${code})`)));
+  });
+  w.postMessage({ type: 'init', model, providers, threads });
+  const m = await ready;
+  if (m.type === 'failed') {
+    await w.terminate();
+    return { failed: m.skipped ?? [] };
+  }
+  const runner: Runner = {
+    run(batch, dims, fetches) {
+      if (dead) return Promise.reject(dead);
+      const id = nextId++;
+      // Hand a batch that owns its whole buffer over without a copy; copy views and shared memory.
+      const own = batch.buffer instanceof ArrayBuffer && batch.byteOffset === 0 && batch.byteLength === batch.buffer.byteLength;
+      const data = own ? batch : batch.slice();
+      return new Promise((resolve, reject) => {
+        // Idle, the worker must not keep the process alive; with a run in flight it must.
+        if (pending.size === 0) w.ref();
+        pending.set(id, { resolve, reject });
+        w.postMessage({ type: 'run', id, batch: data, dims, fetches, input: DETECTOR_INPUT }, [data.buffer as ArrayBuffer]);
+      });
+    },
+    async close() {
+      await w.terminate();
+    },
+  };
+  return { runner, ep: m.ep!, skipped: m.skipped ?? [], inputNames: m.inputNames ?? [], outputNames: m.outputNames ?? [] };
+}
 
 /** An onnxruntime session of the whole detector. Create with {@link OnnxDetectorGraph.create}. */
 export class OnnxDetectorGraph implements DetectorGraph {
   readonly engine: string;
   readonly hasRestored: boolean;
-  private session: OrtSession | undefined;
+  private runner: Runner | undefined;
 
-  private constructor(private readonly ort: OrtModule, session: OrtSession, readonly size: number, readonly executionProvider: string, readonly threads: number) {
-    this.session = session;
-    this.engine = `onnxruntime-${executionProvider}`;
-    this.hasRestored = session.outputNames.includes(DETECTOR_RESTORED);
+  private constructor(opened: Opened, readonly size: number, readonly threads: number, readonly thread: 'worker' | 'main') {
+    this.runner = opened.runner;
+    this.executionProvider = opened.ep;
+    this.engine = `onnxruntime-${opened.ep}`;
+    this.hasRestored = opened.outputNames.includes(DETECTOR_RESTORED);
   }
+
+  readonly executionProvider: string;
 
   /**
    * Export `spec` + weights as the whole detector (with the `restored` output) and open a session.
@@ -59,60 +178,47 @@ export class OnnxDetectorGraph implements DetectorGraph {
     if (!ort) throw new BackendError('onnxruntime_missing', 'onnxruntime-node is not available (install it or use engine tfjs)');
     const threads = opts.threads ?? cpus().length;
     if (!Number.isInteger(threads) || threads < 1) throw new ConfigError(`onnxruntime threads must be a positive integer, got ${threads}`);
+    const thread = opts.thread ?? 'worker';
+    if (thread !== 'worker' && thread !== 'main') throw new ConfigError(`onnxruntime thread must be 'worker' or 'main', got ${String(thread)}`);
     const wanted = [...(opts.executionProviders ?? ['cpu'])].map((s) => s.toLowerCase());
     if (!wanted.includes('cpu')) wanted.push('cpu');
-    const skipped: string[] = [];
-    for (const ep of wanted) {
-      try {
-        const session = await ort.InferenceSession.create(model, {
-          executionProviders: [ep],
-          intraOpNumThreads: threads,
-          interOpNumThreads: 1,
-          executionMode: 'sequential',
-          graphOptimizationLevel: 'all',
-        });
-        if (!session.inputNames.includes(DETECTOR_INPUT) || !session.outputNames.includes(DETECTOR_SCORE) || !session.outputNames.includes(DETECTOR_MAP)) {
-          await session.release();
-          throw new BackendError('onnx_session', `not a fairline detector graph (inputs ${session.inputNames.join(',')}, outputs ${session.outputNames.join(',')}; export with --part detector)`);
-        }
-        for (const s of skipped) opts.log?.(`onnxruntime: skipped ${s}`);
-        return new OnnxDetectorGraph(ort, session, size, ep, threads);
-      } catch (err) {
-        if (err instanceof BackendError) throw err;
-        skipped.push(`${ep}: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
-      }
+    const opened = thread === 'worker' ? await openWorker(model, wanted, threads) : await openInline(ort, model, wanted, threads);
+    if ('failed' in opened) throw new BackendError('onnx_session', `onnxruntime could not load the detector graph with any provider: ${opened.failed.join('; ')}`);
+    for (const s of opened.skipped) opts.log?.(`onnxruntime: skipped ${s}`);
+    if (!opened.inputNames.includes(DETECTOR_INPUT) || !opened.outputNames.includes(DETECTOR_SCORE) || !opened.outputNames.includes(DETECTOR_MAP)) {
+      await opened.runner.close();
+      throw new BackendError('onnx_session', `not a fairline detector graph (inputs ${opened.inputNames.join(',')}, outputs ${opened.outputNames.join(',')}; export with --part detector)`);
     }
-    throw new BackendError('onnx_session', `onnxruntime could not load the detector graph with any provider: ${skipped.join('; ')}`);
+    return new OnnxDetectorGraph(opened, size, threads, thread);
   }
 
   /**
    * Scores, maps (and restorations) of `n` NHWC BGR images at model size in one session run.
+   * On the worker thread the batch's memory is handed over (transferred): do not reuse it.
    * @throws BadInputError `bad_shape` for a buffer of the wrong length; BackendError `onnx_run`.
    */
   async detectBatch(batch: Float32Array, n: number, keepRestored: boolean): Promise<BatchDetection> {
-    const session = this.session;
-    if (!session) throw new BackendError('onnx_disposed', 'OnnxDetectorGraph.detectBatch after dispose()');
+    const runner = this.runner;
+    if (!runner) throw new BackendError('onnx_disposed', 'OnnxDetectorGraph.detectBatch after dispose()');
     const S = this.size;
     if (!Number.isInteger(n) || n < 1 || batch.length !== n * S * S * 3)
       throw new BadInputError('bad_shape', `detector graph: expected ${n} images of ${S}x${S}x3 (${n * S * S * 3} values), got ${batch.length}`);
-    const input = new this.ort.Tensor('float32', batch, [n, S, S, 3]);
     const fetches = [DETECTOR_SCORE, DETECTOR_MAP, ...(keepRestored && this.hasRestored ? [DETECTOR_RESTORED] : [])];
-    let out: Record<string, OrtTensor>;
+    let out: Record<string, Float32Array>;
     try {
-      out = await (session.run as unknown as RunWithNames).call(session, { [DETECTOR_INPUT]: input }, fetches);
+      out = await runner.run(batch, [n, S, S, 3], fetches);
     } catch (err) {
+      if (err instanceof BackendError) throw err;
       throw new BackendError('onnx_run', `onnxruntime run failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-    } finally {
-      input.dispose?.();
     }
-    const res: BatchDetection = { scores: out[DETECTOR_SCORE]!.data as Float32Array, maps: out[DETECTOR_MAP]!.data as Float32Array };
-    if (out[DETECTOR_RESTORED]) res.restored = out[DETECTOR_RESTORED].data as Float32Array;
+    const res: BatchDetection = { scores: out[DETECTOR_SCORE]!, maps: out[DETECTOR_MAP]! };
+    if (out[DETECTOR_RESTORED]) res.restored = out[DETECTOR_RESTORED];
     return res;
   }
 
   dispose(): void {
-    const s = this.session;
-    this.session = undefined;
-    void s?.release();
+    const r = this.runner;
+    this.runner = undefined;
+    void r?.close();
   }
 }
