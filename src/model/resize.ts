@@ -112,7 +112,47 @@ export function resizeLinearU8(img: ImageU8, width: number, height: number): Ima
   if (sw === width && sh === height) return { width, height, channels: cn, data: src.slice() };
   // cv::resize turns INTER_LINEAR into INTER_AREA when both scales are exactly 2.
   if (sw === 2 * width && sh === 2 * height) return resizeArea2x(img, width, height);
+  return resizeLinearCore(src, sw, sh, cn, Array.from({ length: cn }, (_, c) => c), width, height);
+}
 
+/** Raw camera pixel orders (GStreamer appsink): RGB, BGR (3 or 4 bytes a pixel) or GRAY. */
+export type RawPixelOrder = 'rgb' | 'bgr' | 'gray';
+
+/**
+ * A raw camera buffer straight to a BGR image of `width` x `height`: exactly
+ * `resizeLinearU8(decodeRaw(buf, ...), width, height)` (OpenCV INTER_LINEAR), but the horizontal
+ * pass reads the source pixels in place, so the full-size BGR copy is never made.
+ *
+ * @param channels bytes per source pixel: 1 for gray, 3 or 4 (RGBx / BGRx) for colour
+ * @example
+ * const small = resizeRawLinearU8(appsinkBuffer, 1280, 1024, 3, 'rgb', 256, 256); // BGR 256x256
+ * @throws BadInputError('wrong_size' | 'unsupported_image') for a buffer that does not fit.
+ */
+export function resizeRawLinearU8(buf: Uint8Array, sw: number, sh: number, channels: number, order: RawPixelOrder, width: number, height: number): ImageU8 {
+  if (!Number.isInteger(sw) || !Number.isInteger(sh) || sw < 1 || sh < 1) throw new BadInputError('wrong_size', `raw frame: bad size ${sw}x${sh}`);
+  const okChannels = order === 'gray' ? channels === 1 : channels === 3 || channels === 4;
+  if (!okChannels) throw new BadInputError('unsupported_image', `raw frame: ${channels} channels do not fit order '${order}'`);
+  if (buf.length !== sw * sh * channels) throw new BadInputError('wrong_size', `raw frame: ${buf.length} bytes, expected ${sw}x${sh}x${channels} = ${sw * sh * channels}`);
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1)
+    throw new BadInputError('wrong_size', `resizeRawLinearU8: bad target size ${width}x${height}`);
+  const chan = order === 'gray' ? [0, 0, 0] : order === 'rgb' ? [2, 1, 0] : [0, 1, 2];
+  if ((sw === width && sh === height) || (sw === 2 * width && sh === 2 * height)) {
+    // Same size or the INTER_AREA case: the BGR copy first (these are not the hot path).
+    const bgr = new Uint8Array(sw * sh * 3);
+    for (let i = 0, j = 0; i < bgr.length; i += 3, j += channels) {
+      bgr[i] = buf[j + chan[0]!]!; bgr[i + 1] = buf[j + chan[1]!]!; bgr[i + 2] = buf[j + chan[2]!]!;
+    }
+    return resizeLinearU8({ width: sw, height: sh, channels: 3, data: bgr }, width, height);
+  }
+  return resizeLinearCore(buf, sw, sh, channels, chan, width, height);
+}
+
+/**
+ * INTER_LINEAR core: output channel c of a pixel reads source byte `chan[c]` of a pixel of
+ * `stride` bytes, so raw RGB/RGBx/gray buffers resize to BGR without a conversion pass.
+ */
+function resizeLinearCore(src: Uint8Array, sw: number, sh: number, stride: number, chan: readonly number[], width: number, height: number): ImageU8 {
+  const cn = chan.length;
   const xt = axisTaps(sw, width, true);
   const yt = axisTaps(sh, height, false);
   const rowLen = width * cn;
@@ -124,8 +164,8 @@ export function resizeLinearU8(img: ImageU8, width: number, height: number): Ima
     const s1 = Math.min(s + 1, sw - 1); // its weight is 0 whenever s + 1 is outside
     for (let c = 0; c < cn; c++) {
       const i = dx * cn + c;
-      srcX[i] = s * cn + c;
-      srcX1[i] = s1 * cn + c;
+      srcX[i] = s * stride + chan[c]!;
+      srcX1[i] = s1 * stride + chan[c]!;
       alphaX[2 * i] = xt.w[2 * dx]!;
       alphaX[2 * i + 1] = xt.w[2 * dx + 1]!;
     }
@@ -140,7 +180,7 @@ export function resizeLinearU8(img: ImageU8, width: number, height: number): Ima
     if (rowOf[1] === sy) return rows[1]!;
     const slot = rowOf[0] === -1 || rowOf[1]! > rowOf[0]! ? 0 : 1;
     const buf = rows[slot]!;
-    const base = sy * sw * cn;
+    const base = sy * sw * stride;
     for (let i = 0; i < rowLen; i++)
       buf[i] = src[base + srcX[i]!]! * alphaX[2 * i]! + src[base + srcX1[i]!]! * alphaX[2 * i + 1]!;
     rowOf[slot] = sy;

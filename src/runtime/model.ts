@@ -10,11 +10,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { BackendError, ConfigError, ModelError } from '../errors.js';
 import { loadModel, type LoadedModel, type ModelManifest, type ThresholdInfo } from '../io/artefact.js';
-import { decodeImage, decodeRaw } from '../io/image.js';
+import { decodeImage } from '../io/image.js';
 import { initBackend, type BackendName } from '../model/backend.js';
 import { FairDetector, type Detection, type DetectorGraph, type Restorer } from '../model/detector.js';
 import { UNET_SPATIAL_MULTIPLE } from '../model/onnx-export.js';
-import { resizeLinearU8, u8ToF32 } from '../model/resize.js';
+import { resizeLinearU8, resizeRawLinearU8, u8ToF32 } from '../model/resize.js';
 import { guardStatsProblems, type GuardStats } from '../model/guard.js';
 import { filterChannels, type FairSpec, type ImageF32 } from '../model/types.js';
 import type { ScoreRange } from '../thresholds.js';
@@ -269,10 +269,12 @@ export function frameDecoder(size: number): DecodeFn {
   if (!Number.isInteger(size) || size < 1) throw new ConfigError(`frameDecoder: size must be a positive integer, got ${size}`);
   return async (f: Frame): Promise<DecodeOutput> => {
     const p = f.payload;
-    const u8 =
-      p.format === 'encoded'
-        ? await decodeImage(Buffer.from(p.data.buffer, p.data.byteOffset, p.data.byteLength))
-        : decodeRaw(p.data, p.width, p.height, p.format === 'gray' ? 1 : 3, p.format);
+    if (p.format !== 'encoded') {
+      // Raw camera frames: no encode/decode, and no full-size BGR copy (resized in place).
+      const channels = p.format === 'gray' ? 1 : 3;
+      return { image: u8ToF32(resizeRawLinearU8(p.data, p.width, p.height, channels, p.format, size, size)), sourceWidth: p.width, sourceHeight: p.height };
+    }
+    const u8 = await decodeImage(Buffer.from(p.data.buffer, p.data.byteOffset, p.data.byteLength));
     return { image: u8ToF32(resizeLinearU8(u8, size, size)), sourceWidth: u8.width, sourceHeight: u8.height };
   };
 }
