@@ -4,8 +4,8 @@
  *
  * A station runs the demo model (onnxruntime + tfjs-wasm) with reject capture and the page on,
  * and alternates phases without and with N viewers. A viewer (in a separate process, as browsers
- * are) holds the event stream open and, like the page, fetches the heatmap overlay of every new
- * card. Two measurements:
+ * are) holds the event stream open and, like the page, fetches the heatmap thumbnail of every
+ * new card. Two measurements:
  *
  * 1. capacity: a replay-mode camera over the toy hazelnut test images (paced only by the
  *    station's own acknowledgements, so it runs as fast as the station can): model verdicts/s,
@@ -21,7 +21,7 @@
  *   node --import tsx scripts/ui-load.ts                       # 3 rounds of 20 s, 10 viewers
  *   node --import tsx scripts/ui-load.ts --rounds 2 --seconds 15 --viewers 10 --json out/ui-load.json
  *
- * 3. the page's own work, timed in this process: rendering one card's overlay (the only work
+ * 3. the page's own work, timed in this process: rendering one card's thumbnail (the only work
  *    that grows with rejects; done once per card however many viewers), and building and
  *    serialising one snapshot (done every 500 ms however many viewers), as a share of the CPU the
  *    station spent per second at capacity.
@@ -66,7 +66,7 @@ async function viewers(url: string, n: number): Promise<void> {
         for (const c of st.cards) {
           if (seen.has(c.id) || !c.pictures) continue;
           seen.add(c.id);
-          fetch(`${url}api/cards/${c.id}/overlay`).then(
+          fetch(`${url}api/cards/${c.id}/thumb`).then(
             async (r) => (await r.arrayBuffer(), r.ok ? pictures++ : failed++),
             () => failed++,
           );
@@ -183,9 +183,9 @@ async function pageWork(): Promise<{ renderMs: number; snapshotMs: number; cards
     );
   }
   const ids = live.tick().cards.map((c) => c.id);
-  await cardPicture(live.card(ids[0]!)!, 'overlay'); // warm-up (JIT)
+  await cardPicture(live.card(ids[0]!)!, 'thumb'); // warm-up (JIT)
   const c0 = process.cpuUsage();
-  for (const id of ids.slice(1)) await cardPicture(live.card(id)!, 'overlay');
+  for (const id of ids.slice(1)) await cardPicture(live.card(id)!, 'thumb');
   const c1 = process.cpuUsage(c0);
   const t0 = process.cpuUsage();
   for (let i = 0; i < 200; i++) JSON.stringify(live.tick());
@@ -278,7 +278,7 @@ async function main(o: { rounds: number; seconds: number; viewers: number; deadl
     `capacity (median of ${o.rounds} phases each): station CPU per verdict ${cpuWithout.toFixed(0)} ms without viewers, ${cpuWith.toFixed(0)} ms with ${o.viewers}: ${(drop * 100).toFixed(1)} % capacity drop (limit 5 %); ${(dropWithViewerCpu * 100).toFixed(1)} % if the viewers ran on the station's cores`,
     `wall clock: ${capacity.toFixed(2)} verdicts/s without viewers, ${withViewers.toFixed(2)} with (${(dropWall * 100).toFixed(1)} %; follows the CPU other work leaves, see load1)`,
     `live camera at ${fps.toFixed(2)} fps (85 %), deadline ${o.deadlineMs} ms: ${late} late or fail-safe verdict(s)`,
-    `page work: ${work.renderMs.toFixed(1)} ms CPU per card (overlay 256 px, JPEG), ${work.snapshotMs.toFixed(2)} ms per snapshot (${work.cards} cards); at ${cardsPerS.toFixed(2)} cards/s and 2 snapshots/s that is ${(pageShare * 100).toFixed(1)} % of the ${stationMsPerS.toFixed(0)} ms CPU/s the station used`,
+    `page work: ${work.renderMs.toFixed(1)} ms CPU per card (its 128 px overlay as JPEG), ${work.snapshotMs.toFixed(2)} ms per snapshot (${work.cards} cards); at ${cardsPerS.toFixed(2)} cards/s and 2 snapshots/s that is ${(pageShare * 100).toFixed(1)} % of the ${stationMsPerS.toFixed(0)} ms CPU/s the station used`,
     `${ok ? 'OK' : 'NOT OK'}: ${cpus()[0]?.model} x ${cpus().length}, load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' ')}`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

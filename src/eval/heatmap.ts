@@ -199,6 +199,42 @@ export function solidImage(width: number, height: number, colour: Bgr): ImageF32
   return { width, height, channels: 3, data };
 }
 
+/**
+ * A picture and its anomaly map `factor` times smaller, for thumbnails: the image averaged over
+ * `factor` x `factor` blocks, the map reduced to each block's maximum (so a defect smaller than a
+ * block still shows, and `map >= threshold` still outlines every defect region). Edges that do
+ * not fill a block are cut.
+ * @example
+ * const small = shrink(input, map, 2); // 256 px -> 128 px
+ * const thumb = heatOverlay(small.image, small.map, range, threshold);
+ */
+export function shrink(img: ImageF32, map: ArrayLike<number>, factor: number): { image: ImageF32; map: Float32Array } {
+  checkMap(map, img.width, img.height, 'shrink');
+  const f = Math.max(1, Math.floor(factor));
+  const w = Math.max(1, Math.floor(img.width / f)), h = Math.max(1, Math.floor(img.height / f));
+  const c = img.channels;
+  const data = new Float32Array(w * h * c);
+  const out = new Float32Array(w * h);
+  const inv = 1 / (f * f);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      let peak = -Infinity;
+      const o = (y * w + x) * c;
+      for (let dy = 0; dy < f; dy++) {
+        const row = (y * f + dy) * img.width + x * f;
+        for (let dx = 0; dx < f; dx++) {
+          const v = map[row + dx]!;
+          if (v > peak || Number.isNaN(peak)) peak = v;
+          for (let k = 0; k < c; k++) data[o + k] += img.data[(row + dx) * c + k]!;
+        }
+      }
+      for (let k = 0; k < c; k++) data[o + k] *= inv;
+      out[y * w + x] = peak;
+    }
+  }
+  return { image: { width: w, height: h, channels: c, data }, map: out };
+}
+
 /** 8-bit -> float (for pictures stored compactly as uint8). */
 export function toF32(img: ImageU8 | ImageF32): ImageF32 {
   if (img.data instanceof Float32Array) return img as ImageF32;

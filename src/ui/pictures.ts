@@ -8,11 +8,15 @@
  */
 import { readFile } from 'node:fs/promises';
 import { BadInputError } from '../errors.js';
-import { anchorAt, heatOverlay, mapsRange } from '../eval/heatmap.js';
+import { anchorAt, heatOverlay, mapsRange, shrink } from '../eval/heatmap.js';
 import { encodeFramePicture, encodeJpeg } from '../io/image.js';
 import type { Card } from './live.js';
 
-export const PICTURE_KINDS = ['overlay', 'input', 'frame'] as const;
+/** `thumb`: the overlay of a card (at most 128 px); `overlay`: at model size; `input`; `frame`: at source resolution. */
+export const PICTURE_KINDS = ['thumb', 'overlay', 'input', 'frame'] as const;
+
+/** Thumbnails are at most this wide: a card is about 200 CSS pixels, and a new card per reject must stay cheap. */
+const THUMB_PX = 128;
 export type PictureKind = (typeof PICTURE_KINDS)[number];
 
 export interface Picture {
@@ -34,7 +38,12 @@ async function render(card: Card, kind: PictureKind): Promise<Picture> {
   if (kind === 'input') return { data: await encodeJpeg(d.image), type: 'image/jpeg' };
   if (!d.map) throw new BadInputError('no_picture', `card ${card.id}: the model gave no anomaly map`);
   const t = card.verdict.threshold;
-  return { data: await encodeJpeg(heatOverlay(d.image, d.map, anchorAt(mapsRange([d.map]), t), t)), type: 'image/jpeg' };
+  const range = anchorAt(mapsRange([d.map]), t);
+  if (kind === 'thumb' && d.image.width > THUMB_PX) {
+    const small = shrink(d.image, d.map, Math.ceil(d.image.width / THUMB_PX));
+    return { data: await encodeJpeg(heatOverlay(small.image, small.map, range, t)), type: 'image/jpeg' };
+  }
+  return { data: await encodeJpeg(heatOverlay(d.image, d.map, range, t)), type: 'image/jpeg' };
 }
 
 /**

@@ -116,7 +116,7 @@ describe('ui in a browser (chromium + playwright-core)', function () {
       return img !== null && img.complete && img.naturalWidth > 0;
     }, undefined, { timeout: 30000 });
     const width = await page.locator('.card img.overlay').first().evaluate((img: HTMLImageElement) => img.naturalWidth);
-    assert.equal(width, 256, 'the overlay is drawn at model size');
+    assert.equal(width, 128, "a card shows a thumbnail of the model-size overlay");
     const id = await page.locator('.card').first().getAttribute('data-id');
     // New cards push the others along while the page is live: click this card's element, not a screen position.
     await page.locator(`.card[data-id="${id}"]`).dispatchEvent('click');
@@ -125,6 +125,8 @@ describe('ui in a browser (chromium + playwright-core)', function () {
     assert.equal(json.verdict, 'reject');
     assert.ok(id!.endsWith(`_${json.camera}_${json.seq}`));
     await page.waitForFunction(() => (document.querySelector<HTMLImageElement>('#modal img.full')?.naturalWidth ?? 0) > 0, undefined, { timeout: 30000 });
+    await page.waitForFunction(() => (document.querySelector<HTMLImageElement>('#modal img.heat')?.naturalWidth ?? 0) > 0, undefined, { timeout: 30000 });
+    assert.equal(await page.locator('#modal img.heat').evaluate((img: HTMLImageElement) => img.naturalWidth), 256, 'the full overlay is at model size');
     const full = await page.locator('#modal img.full').evaluate((img: HTMLImageElement) => [img.naturalWidth, img.naturalHeight]);
     const src = await sharp(join(TEST_DIR, json.camera === 'line1' ? 'colour/00.png' : 'good/04.png')).metadata();
     if (json.camera === 'line1') assert.deepEqual(full, [src.width, src.height]);
