@@ -160,6 +160,7 @@ export function register(program: Command): void {
       const backend = await startBackend(o);
       const { report, paths } = await runEval(o, { backend: backend.name });
       process.stdout.write(formatTable(report));
+      for (const c of report.categories) log(`speed: ${c.category}: ${c.images.total} images in ${c.seconds.toFixed(1)} s, ${c.imagesPerSecond.toFixed(1)} images/s`);
       const errors = report.categories.reduce((a, c) => a + c.images.errors, 0);
       log(`report: ${paths.md}, ${paths.csv}, ${paths.json}${report.categories.some((c) => c.items.some((it) => it.picture)) ? `, pictures in ${paths.html}` : ''}`);
       if (errors > 0) {

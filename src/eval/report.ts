@@ -262,6 +262,7 @@ export function toMarkdown(r: EvalReport): string {
   out.push(`| ${TABLE_HEAD.join(' | ')} |`, `|${TABLE_HEAD.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`);
   for (const row of tableRows(r)) out.push(`| ${row.map((c, i) => (i === 0 && c === 'mean' ? '**mean**' : c)).join(' | ')} |`);
   out.push('');
+  out.push(`Speed: ${r.categories.map((c) => `${c.category} ${c.images.total} images in ${c.seconds.toFixed(1)} s (${c.imagesPerSecond.toFixed(1)} images/s, scoring only; pictures are written after)`).join('; ')}.`, '');
   const partial = [...METRIC_NAMES, 'TPR@FPR1%', 'TPR@FPR0.1%'].filter((k) => r.mean[k as keyof EvalReport['mean']].n < r.categories.length);
   if (partial.length && r.categories.length > 1) out.push(`Means of ${partial.join(', ')} are over the categories where they could be computed.`, '');
   out.push(
