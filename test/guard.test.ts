@@ -22,6 +22,7 @@ import type { ImageF32 } from '../src/model/types.js';
 import { checkPolicy, guardFrames, type GuardPolicy } from '../src/operators/guard.js';
 import { inspect, type InspectModel } from '../src/operators/inspect.js';
 import { loadInspectModel } from '../src/runtime/model.js';
+import { formatReport, replay } from '../src/runtime/replay.js';
 import { startStation, type VerdictSink } from '../src/runtime/station.js';
 import { failed, ok, type DecodedFrame, type Frame, type Result } from '../src/streams/frame.js';
 import { normaliseScore } from '../src/thresholds.js';
@@ -402,6 +403,18 @@ describe('domain guard (src/model/guard.ts, src/operators/guard.ts)', () => {
         assert.equal(again.guard, undefined, 'a model with statistics keeps them');
         assert.equal(again.guardFlagged, 0, 'its own normal images are in its domain');
         assert.deepEqual(readManifest(dir).guard, m1.guard);
+        // The replay summary says what the guard did.
+        const rm = await loadInspectModel({ dir, engine: 'tfjs' });
+        try {
+          const rep = await replay({ model: rm, source: TEST_DIR, regions: false });
+          const flagged = rep.results.filter((r) => r.guard === 'out_of_domain').length;
+          assert.deepEqual(rep.guard.flagged, flagged ? { out_of_domain: flagged } : {});
+          assert.equal(rep.results.filter((r) => r.label === 0 && r.guard).length, 0, 'the fitted good images are in the domain');
+          assert.ok(rep.results.every((r) => r.normScore !== undefined && r.normScore >= 0 && r.normScore <= 1));
+          assert.match(formatReport(rep), new RegExp(`^guard: on \\(61 features of 6 normal images from calibrate, k [\\d.]+\\); action reject; flagged ${flagged ? `${flagged} out_of_domain` : 'none'}$`, 'm'));
+        } finally {
+          await rm.dispose();
+        }
         updateManifest(dir, { thresholds: { image: 0.123, method: 'manual', computedAt: new Date().toISOString() } });
         const only = await calibrateModel({ modelDir: dir, engine: 'tfjs', normal: join(TEST_DIR, 'colour'), guard: 'only' });
         const m2 = readManifest(dir);
