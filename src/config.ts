@@ -59,6 +59,12 @@ export interface CameraConfig {
   deadlineMs?: number;
   /** Per-camera guard overrides (each key falls back to the station's `guard`). */
   guard?: Partial<GuardConfig>;
+  /**
+   * This camera's model artefact (absolute after loading), over the station's `model`. Cameras on
+   * the same artefact share one loaded model (src/runtime/models.ts). Without `threshold`, the
+   * camera uses this model's calibrated threshold (the station's `threshold` is for its `model`).
+   */
+  model?: string;
 }
 
 /**
@@ -498,7 +504,7 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   else
     root.cameras.forEach((cv: unknown, i) => {
       const path = `cameras[${i}]`;
-      const co = c.object(cv, path, ['id', 'source', 'mode', 'threshold', 'deadlineMs', 'guard']);
+      const co = c.object(cv, path, ['id', 'source', 'mode', 'threshold', 'deadlineMs', 'guard', 'model']);
       if (!co) return;
       const id = c.string(co, 'id', path, { required: true, token: true });
       if (id !== undefined) {
@@ -515,6 +521,8 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
       if (d !== undefined) cam.deadlineMs = d;
       const g = parseGuard(c, co.guard, `${path}.guard`);
       if (g) cam.guard = g;
+      const m = c.path(co, 'model', path, 'exists');
+      if (m !== undefined) cam.model = m;
       cameras.push(cam);
     });
 

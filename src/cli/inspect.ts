@@ -87,7 +87,13 @@ export function register(program: Command): void {
         setTimeout(() => process.exit(process.exitCode ?? 0), 500).unref();
         return;
       }
-      const station = await startStation({ config, sink, handleSignals: true, drainTimeoutMs: o.drainTimeout, log });
+      // SIGHUP re-reads the file (with the same --backend / --ui overrides) and swaps changed models.
+      const reloadConfig = async () => {
+        const next = await loadConfig(o.config);
+        if (o.backend) next.backend = o.backend;
+        return next;
+      };
+      const station = await startStation({ config, sink, handleSignals: true, reloadConfig, drainTimeoutMs: o.drainTimeout, log });
       const summary = await station.done;
       log(formatSummary(summary));
       process.exitCode = summary.failed ? 1 : 0;

@@ -107,9 +107,12 @@ export function inspect(deps: InspectDeps): OperatorFunction<Frame, Verdict> {
   // Durations on the real monotonic clock, unless a (virtual) scheduler was injected.
   const durationClock = deps.scheduler ? () => scheduler.now() : () => performance.now();
   const context: VerdictContext = { ...deps.context, model: deps.model.id, now: deps.context.now ?? (() => scheduler.now()) };
-  if (!context.scoreRange && deps.model.scoreRange) context.scoreRange = deps.model.scoreRange;
+  // Read at verdict time: a swappable model (src/runtime/models.ts) changes its id, score anchors
+  // and statistics while frames flow; error and fail-safe verdicts name the model serving then.
+  Object.defineProperty(context, 'model', { get: () => deps.model.id, enumerable: true });
+  if (!context.scoreRange) Object.defineProperty(context, 'scoreRange', { get: () => deps.model.scoreRange, enumerable: true });
   const guard = deps.guard;
-  const stats = guard ? (guard.stats ?? deps.model.guard) : undefined;
+  const statsNow = (): GuardStats | undefined => (guard ? (guard.stats ?? deps.model.guard) : undefined);
   const policy = deps.policy ?? (deps.mode === 'replay' ? 'wait' : 'drop-oldest');
 
   const core: OperatorFunction<Frame, Verdict> = pipe(
@@ -121,7 +124,10 @@ export function inspect(deps: InspectDeps): OperatorFunction<Frame, Verdict> {
     }),
     guard
       ? guardFrames({
-          ...(stats ? { stats } : {}),
+          // A getter: after a model swap the guard judges frames against the new model's images.
+          get stats() {
+            return statsNow();
+          },
           policy: guard.policy,
           now: durationClock,
           onFlag: (f, g) => hooks.onGuard?.(f, g),

@@ -25,7 +25,8 @@ export function thresholdScores(threshold: ThresholdSpec): OperatorFunction<Resu
     if (!r.ok) return r;
     const s = r.value;
     try {
-      const t = typeof threshold === 'number' ? threshold : threshold(s.frame);
+      // A swappable model brings the threshold of the model that scored the frame.
+      const t = s.threshold ?? (typeof threshold === 'number' ? threshold : threshold(s.frame));
       if (!Number.isFinite(t)) throw new ConfigError(`threshold for ${s.frame.sourceId} is ${t}`);
       if (!Number.isFinite(s.score)) throw new BadInputError('bad_score', `frame ${s.frame.sourceId}#${s.frame.seq}: score ${s.score} is not finite`);
       const guardRejects = s.guard !== undefined && s.guard.status !== 'ok' && s.guard.action === 'reject';

@@ -57,7 +57,7 @@ export function judgedVerdict(j: JudgedFrame, ctx: VerdictContext): Verdict {
     j.decision === 'reject' && j.map && ctx.regions !== false
       ? defectRegions(j.map, j.image.width, j.threshold, j.sourceWidth, j.sourceHeight, ctx.regions ?? {})
       : [];
-  const v: Verdict = { ...base(j.frame, ctx), score: j.score, threshold: j.threshold, normScore: normaliseScore(j.score, j.threshold, ctx.scoreRange), verdict: j.decision, regions };
+  const v: Verdict = { ...base(j.frame, ctx), ...(j.model !== undefined ? { model: j.model } : {}), score: j.score, threshold: j.threshold, normScore: normaliseScore(j.score, j.threshold, ctx.scoreRange), verdict: j.decision, regions };
   if (j.guard) {
     const { detail, ...guard } = j.guard;
     v.guard = guard;

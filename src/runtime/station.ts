@@ -24,6 +24,8 @@ import { startOperatorView } from '../ui/view.js';
 import { gateRejects, type Verdict, type VerdictKind } from '../verdict.js';
 import { frameDecoder, loadInspectModel, type ModelExpectation, type RuntimeModel } from './model.js';
 import { cameraSource } from './sources.js';
+import { startControl } from './control.js';
+import { CameraModel, ModelRegistry, planReload, swapCounter, type ModelLoader, type SwapResult } from './models.js';
 import { trackSource } from './source-state.js';
 
 /** Where verdicts go. */
@@ -155,6 +157,12 @@ export interface StationOptions {
   serveMetrics?: boolean;
   registry?: Registry;
   log?: (msg: string) => void;
+  /** Re-read the config on SIGHUP (with `handleSignals`) and swap the cameras whose model changed (src/runtime/models.ts). */
+  reloadConfig?: () => Promise<FairlineConfig>;
+  /** Serve the control subject `fairline.<line>.<station>.control` (default: when verdicts go to NATS). */
+  control?: boolean;
+  /** Loads `cameras[].model` artefacts and swap targets (default: loadInspectModel with the config's engine). */
+  loadModel?: ModelLoader;
 }
 
 export interface CameraSummary {
@@ -191,6 +199,14 @@ export interface Station {
   /** The operator page (config `ui`), when served. */
   readonly uiUrl: string | undefined;
   readonly sink: VerdictSink;
+  /** Each camera's model (swappable). */
+  readonly cameraModels: ReadonlyMap<string, CameraModel>;
+  /** Swap one camera's model at its next batch (what SIGHUP and the control subject do). */
+  swap(camera: string, dir: string, threshold?: number): Promise<SwapResult>;
+  /** Re-read the config (`reloadConfig`) and swap what changed; what SIGHUP does. */
+  reload(): Promise<SwapResult[]>;
+  /** The control subject, when served. */
+  readonly controlSubject: string | undefined;
   /** Resolves once the station has stopped (sources ended or stop()). */
   readonly done: Promise<StationSummary>;
   /** Stop gracefully (idempotent): complete sources, finish in-flight frames, flush the sink. */
@@ -230,7 +246,7 @@ export async function startStation(opts: StationOptions): Promise<Station> {
 
   try {
     // 1. Model: fails fast on a missing/corrupt artefact, wrong spec or missing threshold.
-    const needThreshold = cfg.threshold === undefined && cfg.cameras.some((c) => c.threshold === undefined);
+    const needThreshold = cfg.threshold === undefined && cfg.cameras.some((c) => c.threshold === undefined && c.model === undefined);
     const model =
       opts.model ??
       (await loadInspectModel({
@@ -242,7 +258,13 @@ export async function startStation(opts: StationOptions): Promise<Station> {
         ...(opts.expect ?? cfg.expect ? { expect: { ...cfg.expect, ...opts.expect } } : {}),
         log,
       }));
-    if (!opts.model) cleanups.push(() => model.dispose());
+    // Cameras share loaded models by artefact; the registry holds the station model too.
+    const registry = new ModelRegistry(
+      opts.loadModel ??
+        ((dir, expect) => loadInspectModel({ dir, engine: cfg.engine, requireThreshold: false, expect: { ...cfg.expect, ...opts.expect, ...expect }, log })),
+    );
+    registry.adopt(model, { borrowed: opts.model !== undefined });
+    cleanups.push(() => registry.dispose());
     log(`model ${model.id}: ${model.size}px, engine ${model.engineName}, backend ${model.backend}, threshold ${model.threshold ?? '(per camera)'} (${model.thresholdSource})`);
     log(model.guard ? `${model.guardNote}; action ${cfg.guard.action}${cfg.guard.k !== undefined ? `, k ${cfg.guard.k} (config)` : ''}` : model.guardNote);
 
@@ -277,8 +299,9 @@ export async function startStation(opts: StationOptions): Promise<Station> {
     cleanups.push(() => sinkToClose.close());
 
     // 4. Sources and graphs.
+    const swaps = swapCounter(metrics.registry);
     const stop$ = new Subject<void>();
-    const decode = frameDecoder(model.size);
+    const cameraModels = new Map<string, CameraModel>();
     const mh = metricsHooks(metrics);
     let publishErrors = 0;
     const runs: CameraRun[] = [];
@@ -290,8 +313,16 @@ export async function startStation(opts: StationOptions): Promise<Station> {
       const summary: CameraSummary = { mode: cam.mode, frames: 0, verdicts: { pass: 0, reject: 0, error: 0 }, dropped: { source: 0, queue: 0 } };
       const sourceState = trackSource(cam.id, metrics, log);
       const ack$ = new Subject<void>();
-      const threshold = cam.threshold ?? cfg.threshold ?? model.threshold;
-      if (threshold === undefined) throw new ModelError('no_threshold', `camera ${cam.id}: no threshold (model ${model.id} is not calibrated and the config sets none)`);
+      const own = cam.model !== undefined ? await registry.acquire(cam.model) : registry.adopt(model, { borrowed: opts.model !== undefined });
+      const threshold = cam.threshold ?? (cam.model === undefined ? (cfg.threshold ?? model.threshold) : own.threshold);
+      if (threshold === undefined) throw new ModelError('no_threshold', `camera ${cam.id}: no threshold (model ${own.id} is not calibrated and the config sets none)`);
+      const camModel = new CameraModel({
+        camera: cam.id, registry, model: own, threshold, log,
+        ...(cfg.expect ?? opts.expect ? { expect: { ...cfg.expect, ...opts.expect } } : {}),
+        onSwap: (r) => swaps.inc({ camera: cam.id, result: r.ok ? 'ok' : r.error.code }),
+      });
+      cameraModels.set(cam.id, camModel);
+      if (cam.model !== undefined) log(`camera ${cam.id}: model ${own.id} (${own.dir}), threshold ${threshold}`);
       const run: CameraRun = { cam, summary, inFlight: 0, ended: Promise.resolve() };
       const hooks: InspectHooks = view.inspectHooks({
         ...mh,
@@ -319,9 +350,9 @@ export async function startStation(opts: StationOptions): Promise<Station> {
         }),
       });
       const graph = inspect({
-        decode,
-        model,
-        threshold,
+        decode: frameDecoder(camModel.size),
+        model: camModel,
+        threshold: () => camModel.threshold,
         context: { line: cfg.line, station: cfg.station },
         batch: cfg.batch,
         mode: cam.mode,
@@ -416,6 +447,52 @@ export async function startStation(opts: StationOptions): Promise<Station> {
       if (!stopping) stopping = finish('completed');
     });
 
+    // Model swaps: SIGHUP (re-read the config) and the control subject.
+    const swap = async (camera: string, dir: string, threshold?: number): Promise<SwapResult> => {
+      const cm = cameraModels.get(camera);
+      if (!cm) {
+        swaps.inc({ camera: '*', result: 'unknown_camera' });
+        return { ok: false, camera, serving: '', error: { code: 'unknown_camera', message: `no camera '${camera}' (cameras: ${[...cameraModels.keys()].join(', ')})` } };
+      }
+      return cm.swap(dir, threshold);
+    };
+    const reload = async (): Promise<SwapResult[]> => {
+      if (!opts.reloadConfig) return [];
+      let next: FairlineConfig;
+      try {
+        next = await opts.reloadConfig();
+      } catch (err) {
+        const e = asFairlineError(err);
+        swaps.inc({ camera: '*', result: 'bad_config' });
+        log(`reload: config refused, every camera keeps its model: ${e.message}`);
+        return [];
+      }
+      const current = new Map([...cameraModels].map(([id, cm]) => [id, { dir: cm.dir, id: cm.id, threshold: cm.threshold }]));
+      const plan = planReload(current, next);
+      for (const i of plan.ignored) log(`reload: ${i}`);
+      if (plan.steps.length === 0) log('reload: no camera changes its model');
+      return Promise.all(plan.steps.map((s) => swap(s.camera, s.dir, s.threshold)));
+    };
+    const onHup = (): void => {
+      log('SIGHUP: reloading models from the config');
+      void reload();
+    };
+    let control: ReturnType<typeof startControl> | undefined;
+    if (opts.control ?? sink.kind === 'nats') {
+      control = startControl({
+        nats: natsConnectOptions(cfg.nats, `fairline-${cfg.line}-${cfg.station}`),
+        target: {
+          line: cfg.line, station: cfg.station, stationModelDir: cfg.model, swap,
+          status: () => ({ cameras: [...cameraModels.values()].map((c) => c.describe()), models: registry.list() }),
+        },
+        log,
+      });
+      const c = control;
+      cleanups.push(() => c.close());
+      // Subscribed before the first frame when NATS is up; a station whose NATS is down still starts.
+      await Promise.race([c.ready, sleep(3000)]);
+    }
+
     const onSignal = (sig: NodeJS.Signals): void => {
       if (stopping) {
         log(`${sig} again: exiting without waiting`);
@@ -427,14 +504,16 @@ export async function startStation(opts: StationOptions): Promise<Station> {
       if (!opts.handleSignals) return;
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      process.off('SIGHUP', onHup);
     };
     if (opts.handleSignals) {
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
+      if (opts.reloadConfig) process.on('SIGHUP', onHup);
     }
     log(`station ${cfg.line}/${cfg.station}: ${cfg.cameras.length} camera(s) started (${cfg.cameras.map((c) => `${c.id}:${c.source.type}/${c.mode}`).join(', ')})`);
 
-    return { model, metrics, metricsUrl: server?.url, uiUrl: view.url, sink, done, stop };
+    return { model, metrics, metricsUrl: server?.url, uiUrl: view.url, sink, done, stop, cameraModels, swap, reload, controlSubject: control?.subject };
   } catch (err) {
     await cleanup();
     throw err;

@@ -62,6 +62,10 @@ export interface FrameGuard extends VerdictGuard {
 export interface ModelOutput {
   score: number;
   map?: Float32Array;
+  /** The model that judged the frame, when it can change while frames flow (src/runtime/models.ts); the verdict's `model`. */
+  model?: string;
+  /** That model's threshold, which then decides the frame (over the graph's `threshold`). */
+  threshold?: number;
 }
 
 /** A decoded frame with its model output. */
