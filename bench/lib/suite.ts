@@ -15,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { isOnnxRuntimeAvailable } from '../../src/io/onnx-engine.js';
 import { initBackend, useBackend, type BackendInfo } from '../../src/model/backend.js';
-import { TfjsRestorer, type Restorer } from '../../src/model/detector.js';
+import { TfjsRestorer, type DetectorGraph, type Restorer } from '../../src/model/detector.js';
 import { defaultSpec, type UNetSpec } from '../../src/model/types.js';
 import { createUNet } from '../../src/model/unet.js';
 import { unetToTorch } from '../../src/model/weights.js';
@@ -26,6 +26,8 @@ import { machineInfo, peakRssMiB, type MachineInfo, type Rate } from './measure.
 import { profileTrainingStep, formatProfile } from './profile.js';
 import { fmt, table } from './table.js';
 import { runOnnxStep, runTorch, torchAvailable, type TorchAvailability, type TorchConfig } from './torch.js';
+import { detectorGraphRate, fastScoringRate, graphScoringRate } from './detector-bench.js';
+import { OnnxDetectorGraph } from '../../src/io/onnx-detector.js';
 import { decodeRate, guardRate, highpassRate, inferenceRate, pipelineBench, scoringRate, trainingGraphRate, trainingRate, type PipelineRun } from './workloads.js';
 
 export interface BenchOptions {
@@ -244,7 +246,7 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
     try {
       const r = await runTorch(torch.python, { ...cfg, size, threads: cores });
       const flops = unetForwardFlops(unetSpec(cfg.width), size) * (cfg.mode === 'train' ? 3 : 1);
-      return { imagesPerSecond: r.images_per_s, gflops: (r.images_per_s * flops) / 1e9, iterations: r.iterations, seconds: r.seconds };
+      return { imagesPerSecond: r.images_per_s, gflops: (r.images_per_s * flops) / 1e9, iterations: r.iterations, seconds: r.seconds, maxRssMiB: r.max_rss_mib };
     } catch (err) {
       return { skipped: (err as Error).message };
     }
@@ -355,39 +357,59 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
   const dec = await decodeRate({ size, side, seconds: stageSecs });
   const hp = await highpassRate({ size, batch: 8, seconds: stageSecs });
   const sc = await scoringRate({ size, batch: 8, seconds: stageSecs });
+  const scFast = await fastScoringRate({ size, batch: 8, seconds: stageSecs });
+  const scGraph = ortOk ? await graphScoringRate({ size, batch: 8, seconds: stageSecs, threads: cores }) : undefined;
   const gd = await guardRate({ size, seconds: stageSecs });
   const stages = {
     decode: { what: `PNG ${side}x${side} RGB -> sharp decode -> INTER_LINEAR ${size}^2 -> float`, msPerFrame: dec.msPerItem },
     highpass: { what: `FFT Butterworth (fft.js), ${size}^2 BGR -> gray high-pass, batch 8`, msPerFrame: hp.msPerItem },
-    scoring: { what: `MSGMS + colour + 21x21 mean + max on tfjs-wasm, batch 8`, msPerFrame: sc.msPerItem },
+    scoring: { what: `MSGMS + colour + 21x21 mean + max, typed arrays (tfjs fallback path, score-fast.ts), batch 8`, msPerFrame: scFast.msPerItem },
+    ...(scGraph ? { scoring_in_graph: { what: `the same scoring as ops of the ONNX detector graph on onnxruntime-cpu, batch 8`, msPerFrame: scGraph.msPerItem } } : {}),
+    scoring_tfjs: { what: `the same scoring as tfjs ops (score.ts) on tfjs-${backend}, batch 8`, msPerFrame: sc.msPerItem },
     guard: { what: `domain guard: 61 features of the ${size}^2 BGR frame + range test (src/model/guard.ts)`, msPerFrame: gd.msPerItem },
   };
 
   // --- End-to-end pipeline with the fastest engine at c = 32 ---------------------------------
+  // With onnxruntime: the whole detector as one ONNX graph (one session in its worker thread, one
+  // call per batch), as the station runs it; without: the tfjs UNet with the TypeScript stages.
   const pipeSpec = defaultSpec({ size, baseWidth: 32 });
   const pipeUnet = createUNet(pipeSpec.unet, 1);
-  let pipeRestorer: Restorer = new TfjsRestorer(pipeUnet);
+  const pipeTensors = unetToTorch(pipeUnet);
+  let pipeRestorer: Restorer | DetectorGraph = new TfjsRestorer(pipeUnet);
+  let bare: (Awaited<ReturnType<typeof detectorGraphRate>>) | undefined;
   if (ortOk) {
     try {
-      pipeRestorer = await OnnxRestorer.fromTensors(unetToTorch(pipeUnet), pipeSpec.unet, { threads: cores });
+      log('bare detector graph c=32 batch 8...');
+      bare = await detectorGraphRate({ spec: pipeSpec, tensors: pipeTensors, batch: 8, seconds, threads: cores });
+      pipeRestorer = await OnnxDetectorGraph.fromTensors(pipeTensors, pipeSpec, { threads: cores });
     } catch {
       // tfjs stays.
     }
   }
   const c32 = inference.find((r) => r.width === 32 && r.batch === 8);
-  const expected = c32?.bestEngine ? c32.engines[c32.bestEngine]!.imagesPerSecond! : 2;
-  log(`pipeline (${pipeRestorer.engine})...`);
-  const pipe = await pipelineBench({
-    spec: pipeSpec,
-    restorer: pipeRestorer,
-    side,
-    batch: { maxSize: 8, maxWaitMs: 20 },
-    capacityFrames: Math.max(16, Math.min(200, Math.round(expected * seconds * (o.quick ? 2 : 3)))),
-    seconds: o.quick ? 2 : 2 * seconds,
-    log,
-  });
+  const expected = bare?.perSecond ?? (c32?.bestEngine ? c32.engines[c32.bestEngine]!.imagesPerSecond! : 2);
+  const pipeRun = (frames: 'raw' | 'png') => {
+    log(`pipeline (${pipeRestorer.engine}, ${frames === 'raw' ? 'raw 1280x1024 RGB frames' : `${side}^2 PNG files`})...`);
+    return pipelineBench({
+      spec: pipeSpec,
+      restorer: pipeRestorer,
+      side,
+      frames,
+      batch: { maxSize: 8, maxWaitMs: 20 },
+      capacityFrames: Math.max(16, Math.min(200, Math.round(expected * seconds * (o.quick ? 2 : 3)))),
+      seconds: o.quick ? 2 : 2 * seconds,
+      loads: [0.5, 0.8],
+      log,
+    });
+  };
+  const pipeRaw = await pipeRun('raw');
+  const pipe = await pipeRun('png');
   pipeRestorer.dispose();
   pipeUnet.dispose(); // a no-op when the TfjsRestorer already released it
+  // Capacity of the live graph over the bare detector graph (issue 13: >= 0.9 raw, >= 0.75 PNG).
+  const e2eRatio = bare ? pipeRaw.capacity.fps / bare.perSecond : undefined;
+  const e2eRatioPng = bare ? pipe.capacity.fps / bare.perSecond : undefined;
+  const serviceMs = bare ? (8 * 1000) / bare.perSecond : undefined;
 
   // --- Report ---------------------------------------------------------------------------------
   const engineNames = [...new Set(inference.flatMap((r) => Object.keys(r.engines)))];
@@ -419,8 +441,12 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
     r.load === 'max' ? 'capacity (replay)' : `${(100 * r.load).toFixed(0)}% (${fmt(r.offeredFps)} fps offered)`,
     fmt(r.fps), fmt(r.p50Ms, 0), fmt(r.p99Ms, 0), r.frames, r.dropped + r.errors,
   ];
-  console.log(`\nEnd-to-end inspect() graph (decode -> batch<=8 -> high-pass + ${pipeRestorer.engine} c=32 + scoring -> verdict):\n`);
-  console.log(table(['load', 'verdicts/s', 'p50 ms', 'p99 ms', 'frames', 'dropped/errors'], [prow(pipe.capacity), ...pipe.paced.map(prow)]));
+  if (bare) console.log(`\nBare detector graph c=32 batch 8 (${bare.engine}, one call per batch): ${fmt(bare.perSecond)} images/s, one batch ${fmt(serviceMs!, 0)} ms`);
+  for (const [what, p] of [[`raw 1280x1024 RGB frames`, pipeRaw], [`${side}^2 PNG files`, pipe]] as const) {
+    console.log(`\nEnd-to-end inspect() graph, ${what} (decode -> batch<=8 -> ${pipeRestorer.engine} c=32 -> verdict):\n`);
+    console.log(table(['load', 'verdicts/s', 'p50 ms', 'p99 ms', 'frames', 'dropped/errors'], [prow(p.capacity), ...p.paced.map(prow)]));
+  }
+  if (e2eRatio !== undefined) console.log(`e2e_ratio (live capacity, raw frames / bare detector graph): ${fmt(e2eRatio)}x; PNG files: ${fmt(e2eRatioPng!)}x; p99 at 80% = ${fmt(pipeRaw.paced.at(-1)!.p99Ms / serviceMs!)}x one batch (raw), ${fmt(pipe.paced.at(-1)!.p99Ms / serviceMs!)}x (PNG)`);
 
   const ratios = inference.filter((r) => r.ratio).map((r) => r.ratio!);
   const inferenceRatio = ratios.length ? Math.exp(ratios.reduce((a, r) => a + Math.log(r), 0) / ratios.length) : undefined;
@@ -442,13 +468,21 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
     pytorch: torch,
     inference_ratio: inferenceRatio,
     training_ratio: trainingRatio,
+    e2e_ratio: e2eRatio,
+    e2e_ratio_png: e2eRatioPng,
     inference,
     training,
     trainingGraph: graphs,
     tfjsTraining: tfjsTraining ? { width: refWidth, batch: trainBatch, microBatch: refMicro, ...tfjsTraining } : undefined,
     tfjsCpu: cpuToken,
     stages,
-    pipeline: { engine: pipeRestorer.engine, batch: { maxSize: 8, maxWaitMs: 20 }, frameSide: side, threshold: pipe.threshold, capacity: pipe.capacity, paced: pipe.paced },
+    pipeline: {
+      engine: pipeRestorer.engine,
+      batch: { maxSize: 8, maxWaitMs: 20 },
+      bareDetector: bare ? { engine: bare.engine, imagesPerSecond: bare.perSecond, batchServiceMs: serviceMs } : undefined,
+      raw: { frame: '1280x1024 RGB', threshold: pipeRaw.threshold, capacity: pipeRaw.capacity, paced: pipeRaw.paced },
+      png: { frameSide: side, threshold: pipe.threshold, capacity: pipe.capacity, paced: pipe.paced },
+    },
     peakRssMiB: peak,
     seconds: (Date.now() - started) / 1000,
   };
