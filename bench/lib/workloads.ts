@@ -8,7 +8,9 @@ import { Observable, lastValueFrom, from, toArray } from 'rxjs';
 import sharp from 'sharp';
 import { DEFAULT_GUARD } from '../../src/config.js';
 import { loadModelImage } from '../../src/io/image.js';
-import { FairDetector, type Restorer } from '../../src/model/detector.js';
+import { FairDetector, type DetectorGraph, type Restorer } from '../../src/model/detector.js';
+import { frameDecoder } from '../../src/runtime/model.js';
+import type { DecodeOutput } from '../../src/operators/decode.js';
 import { fitGuard, guardFeatures, judgeGuard } from '../../src/model/guard.js';
 import { HighPass } from '../../src/model/highpass.js';
 import { scoreToArrays } from '../../src/model/score.js';
@@ -105,6 +107,13 @@ export async function guardRate(cfg: { size: number; seconds: number }): Promise
   return measure(() => judgeGuard(stats, guardFeatures(imgs[k++ % imgs.length]!)), 1, { seconds: cfg.seconds, minIters: 20 });
 }
 
+/** A raw RGB camera buffer (`width` x `height`, the same content as {@link syntheticPng}). */
+export async function syntheticRaw(width: number, height: number, seed: number): Promise<Uint8Array> {
+  const png = await syntheticPng(Math.max(width, height), seed);
+  const { data } = await sharp(png).extract({ left: 0, top: 0, width, height }).raw().toBuffer({ resolveWithObject: true });
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
 /** A camera-like PNG (`side`^2 RGB, smooth shading plus sensor noise). */
 export async function syntheticPng(side: number, seed: number): Promise<Buffer> {
   const raw = Buffer.alloc(side * side * 3);
@@ -147,9 +156,17 @@ export interface PipelineRun {
 
 export interface PipelineOptions {
   spec: FairSpec;
-  restorer: Restorer;
+  /** The UNet restorer, or the whole-detector graph (src/io/onnx-detector.ts). */
+  restorer: Restorer | DetectorGraph;
   /** Side of the synthetic PNG frames (decoded and resized to spec.size). */
   side: number;
+  /**
+   * Frames: 'png' (default) = side^2 PNG files, decoded by sharp; 'raw' = raw RGB camera buffers
+   * of `raw` size (GStreamer appsink), resized in place without encode or decode.
+   */
+  frames?: 'png' | 'raw';
+  /** Raw frame size (default 1280 x 1024). */
+  raw?: { width: number; height: number };
   batch: { maxSize: number; maxWaitMs: number };
   /** Frames for the capacity run. */
   capacityFrames: number;
@@ -173,21 +190,29 @@ export interface PipelineOptions {
 export async function pipelineBench(opts: PipelineOptions): Promise<{ capacity: PipelineRun; paced: PipelineRun[]; threshold: number }> {
   const detector = new FairDetector(opts.spec, opts.restorer);
   const pngs = await Promise.all(Array.from({ length: 8 }, (_, i) => syntheticPng(opts.side, i)));
+  const rawSize = opts.raw ?? { width: 1280, height: 1024 };
+  const raws = opts.frames === 'raw' ? await Promise.all(Array.from({ length: 8 }, (_, i) => syntheticRaw(rawSize.width, rawSize.height, i))) : [];
   const frame = (seq: number, captureTs: number): Frame => ({
     sourceId: 'bench',
     seq,
     captureTs,
-    payload: { data: pngs[seq % pngs.length]!, width: opts.side, height: opts.side, format: 'encoded' },
+    payload: opts.frames === 'raw'
+      ? { data: raws[seq % raws.length]!, width: rawSize.width, height: rawSize.height, format: 'rgb' }
+      : { data: pngs[seq % pngs.length]!, width: opts.side, height: opts.side, format: 'encoded' },
   });
+  const stationDecode = frameDecoder(opts.spec.size);
+  // frameDecoder returns a promise of { image, source size } (the type admits other shapes).
+  const decodeFrame = (f: Frame): Promise<DecodeOutput> => stationDecode(f) as Promise<DecodeOutput>;
   // Threshold at the median score of the test frames: half the verdicts take the reject path
   // (defect regions), as a pessimistic line would.
-  const probeImages = await Promise.all(pngs.map((p) => loadModelImage(p, opts.spec.size)));
+  const probeImages = await Promise.all(Array.from({ length: 8 }, async (_, i) => ((await decodeFrame(frame(i, 0))) as { image: ImageF32 }).image));
   const probe = await detector.detect(probeImages);
   const guardStats = opts.guard === false ? undefined : fitGuard(probeImages.map(guardFeatures), { size: opts.spec.size, source: 'bench' });
   const threshold = percentile(probe.map((d) => d.score), 50);
   const graph = (mode: 'live' | 'replay') =>
     inspect({
-      decode: (f) => loadModelImage(Buffer.from(f.payload.data.buffer, f.payload.data.byteOffset, f.payload.data.byteLength), opts.spec.size),
+      // The station's decode step: sharp for encoded frames, in-place resize for raw ones.
+      decode: decodeFrame,
       model: {
         id: 'bench',
         inferBatch: async (imgs) => (await detector.detect(imgs)).map((d) => ({ score: d.score, map: d.map })),
