@@ -65,6 +65,13 @@ export interface CameraConfig {
    * camera uses this model's calibrated threshold (the station's `threshold` is for its `model`).
    */
   model?: string;
+  /**
+   * Where the camera's part ids come from: `{ trigger: { windowMs, holdMs } }` = the NATS subject
+   * `fairline.<line>.<camera>.trigger` (`{partId, ts}`, matched to the nearest frame within
+   * ±windowMs, default 50; a frame waits at most holdMs for its trigger, default 2 x windowMs), or
+   * `{ fileName: '<regex>' }` = the named group `partId` (else the first group) of an image's file name.
+   */
+  partId?: { trigger: { windowMs: number; holdMs: number } } | { fileName: string };
 }
 
 /**
@@ -444,6 +451,29 @@ function parseUi(c: Checker, v: unknown): UiConfig | undefined {
   return ui;
 }
 
+/** `cameras[i].partId`: a trigger subject or a file-name pattern. */
+function parsePartId(c: Checker, v: unknown, path: string): CameraConfig['partId'] {
+  const o = c.object(v, path, ['trigger', 'fileName'], false);
+  if (!o) return undefined;
+  if ((o.trigger === undefined) === (o.fileName === undefined)) return c.add(path, 'give exactly one of trigger or fileName');
+  if (o.fileName !== undefined) {
+    const s = c.string(o, 'fileName', path);
+    if (s === undefined) return undefined;
+    try {
+      const re = new RegExp(s);
+      if (!/\((?!\?[:=!<])|\(\?<partId>/.test(re.source)) return c.add(join(path, 'fileName'), `'${s}' has no group: mark the id with (?<partId>...) or (...)`);
+    } catch (err) {
+      return c.add(join(path, 'fileName'), `not a regular expression: ${(err as Error).message}`);
+    }
+    return { fileName: s };
+  }
+  const t = c.object(o.trigger === true ? {} : o.trigger, join(path, 'trigger'), ['windowMs', 'holdMs']);
+  if (!t) return undefined;
+  const windowMs = c.number(t, 'windowMs', join(path, 'trigger'), { above: 0, max: 60_000 }) ?? 50;
+  const holdMs = c.number(t, 'holdMs', join(path, 'trigger'), { min: 0, max: 60_000 }) ?? 2 * windowMs;
+  return { trigger: { windowMs, holdMs } };
+}
+
 /** `guard` or `cameras[i].guard`: only the keys that are set (defaults are filled by the caller). */
 function parseGuard(c: Checker, v: unknown, path: string): Partial<GuardConfig> | undefined {
   const o = c.object(v, path, ['action', 'k', 'staleFrames', 'staleTolerance'], false);
@@ -504,7 +534,7 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
   else
     root.cameras.forEach((cv: unknown, i) => {
       const path = `cameras[${i}]`;
-      const co = c.object(cv, path, ['id', 'source', 'mode', 'threshold', 'deadlineMs', 'guard', 'model']);
+      const co = c.object(cv, path, ['id', 'source', 'mode', 'threshold', 'deadlineMs', 'guard', 'model', 'partId']);
       if (!co) return;
       const id = c.string(co, 'id', path, { required: true, token: true });
       if (id !== undefined) {
@@ -523,6 +553,8 @@ export function parseConfig(raw: unknown, opts: ParseOptions): FairlineConfig {
       if (g) cam.guard = g;
       const m = c.path(co, 'model', path, 'exists');
       if (m !== undefined) cam.model = m;
+      const pid = parsePartId(c, co.partId, `${path}.partId`);
+      if (pid) cam.partId = pid;
       cameras.push(cam);
     });
 

@@ -102,6 +102,8 @@ export interface Verdict {
   regions: DefectRegion[];
   /** Source file (replay). */
   path?: string;
+  /** The line's id of the part (PLC trigger `fairline.<line>.<camera>.trigger`, or the image's file name); absent when the line gives none. */
+  partId?: string;
   /** Ground-truth label (replay/evaluation). */
   label?: 0 | 1;
 }
@@ -123,7 +125,7 @@ export function verdictProblems(v: unknown): string[] {
   for (const k of ['captureTs', 'decidedTs', 'latencyMs'] as const) if (!isNum(o[k])) p.push(`${k}: required finite number`);
   if (typeof o.verdict !== 'string' || !KINDS.has(o.verdict)) p.push(`verdict: expected 'pass' | 'reject' | 'error'`);
   for (const k of ['score', 'threshold'] as const) if (o[k] !== null && !isNum(o[k])) p.push(`${k}: required finite number or null`);
-  for (const k of ['reason', 'stage', 'detail', 'path'] as const) if (o[k] !== undefined && typeof o[k] !== 'string') p.push(`${k}: must be a string`);
+  for (const k of ['reason', 'stage', 'detail', 'path', 'partId'] as const) if (o[k] !== undefined && typeof o[k] !== 'string') p.push(`${k}: must be a string`);
   for (const k of ['failSafe', 'late'] as const) if (o[k] !== undefined && typeof o[k] !== 'boolean') p.push(`${k}: must be a boolean`);
   if (o.label !== undefined && o.label !== 0 && o.label !== 1) p.push('label: must be 0 or 1');
   if (o.normScore !== undefined && !(isNum(o.normScore) && o.normScore >= 0 && o.normScore <= 1)) p.push('normScore: must be a number in [0, 1]');

@@ -33,6 +33,7 @@ function base(frame: Frame, ctx: VerdictContext): Omit<Verdict, 'score' | 'thres
     model: ctx.model,
   };
   if (frame.path !== undefined) v.path = frame.path;
+  if (frame.partId !== undefined) v.partId = frame.partId;
   if (frame.label !== undefined) v.label = frame.label;
   return v;
 }

@@ -25,6 +25,7 @@ import { gateRejects, type Verdict, type VerdictKind } from '../verdict.js';
 import { frameDecoder, loadInspectModel, type ModelExpectation, type RuntimeModel } from './model.js';
 import { cameraSource } from './sources.js';
 import { startControl } from './control.js';
+import { partIdStage } from './part-ids.js';
 import { CameraModel, ModelRegistry, planReload, swapCounter, type ModelLoader, type SwapResult } from './models.js';
 import { trackSource } from './source-state.js';
 
@@ -361,6 +362,8 @@ export async function startStation(opts: StationOptions): Promise<Station> {
         guard: { policy: cameraGuard(cfg, cam) },
         hooks,
       });
+      // Part ids (config cameras[].partId): trigger subject or file names, before the graph.
+      const parts = partIdStage(cam, { line: cfg.line, registry: metrics.registry, log, ...(sink.kind === 'nats' ? { nats: natsConnectOptions(cfg.nats, `fairline-${cfg.line}-${cfg.station}`) } : {}) });
       run.ended = new Promise<void>((resolve) => {
         // A failed source (camera gone for good, damaged file) ends this camera, but the frames
         // it already delivered still get their verdicts, and the summary says where it stopped.
@@ -371,7 +374,7 @@ export async function startStation(opts: StationOptions): Promise<Station> {
           log(`camera ${cam.id}: source failed after ${summary.frames} frame(s) with ${e.name} [${e.code}]: ${e.message}`);
           return EMPTY;
         });
-        run.sub = frames$.pipe(takeUntil(stop$), untilFailure, graph).subscribe({
+        run.sub = frames$.pipe(takeUntil(stop$), untilFailure, parts, graph).subscribe({
           next: (v) => {
             summary.verdicts[v.verdict]++;
             if (!v.late) {

@@ -38,6 +38,8 @@ export interface Frame {
   label?: 0 | 1;
   /** File the frame came from (image-folder sources, replay). */
   path?: string;
+  /** The line's id of the part in the picture (trigger subject or file name), when it gives one. */
+  partId?: string;
 }
 
 /** A frame decoded and resized to the model input (HWC, BGR, float32 [0,1]). */
