@@ -16,6 +16,7 @@ import { createUNet } from '../src/model/unet.js';
 import { unetToTorch } from '../src/model/weights.js';
 import { defaultSpec, type ImageU8 } from '../src/model/types.js';
 import { categoryMetrics, detectorFromModel, evaluateCategory, type EvalItem } from '../src/eval/evaluate.js';
+import { createDetector } from '../src/runtime/detector-engine.js';
 import { aupro, f1Max, imageAuroc, pixelAuroc, tprAtFpr } from '../src/eval/metrics.js';
 import { CSV_COLUMNS, type EvalReport } from '../src/eval/report.js';
 import { composePanels, drawText, heatPosition, jet, mapsRange, solidImage } from '../src/eval/heatmap.js';
@@ -98,10 +99,11 @@ describe('fairline eval', function () {
     const { report, paths } = await runEval({ data: root, category: 'widget', models, report: reportDir, pictures: 'all', batch: 2 }, { progress: false });
     for (const p of Object.values(paths)) assert.ok(existsSync(p), p);
 
-    // The same evaluation directly, to get the maps; everything is deterministic on 'cpu'.
+    // The same evaluation directly, to get the maps, on the engine runEval picks (the whole ONNX
+    // graph when onnxruntime loads); deterministic with the same engine and threads.
     const ds = readDataset(root, 'widget', { needTest: true });
     const model = loadModel(join(models, 'widget'));
-    const det = detectorFromModel(model);
+    const det = await createDetector(model, { engine: 'auto' });
     const ev = await evaluateCategory(ds, det, { id: model.manifest.id, threshold: model.manifest.thresholds }, { batch: 2 });
     det.dispose();
     // Ground truth rebuilt independently: good = zeros, anomalous = loadMask at model size.

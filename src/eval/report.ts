@@ -130,12 +130,19 @@ export async function writeCategoryPictures(
   const dir = join(reportDir, 'pictures', safeName(ev.category));
   await mkdir(dir, { recursive: true });
   let n = 0;
+  // Render the next picture (JS, this thread) while sharp encodes and writes the previous one on
+  // its own thread: one encode in flight, so memory stays at two pictures.
+  let inFlight: Promise<void> | undefined;
   for (const it of todo) {
     const file = join(dir, `${itemName(it)}.png`);
-    await encodePng(renderPicture(it, ev.category, ev.size, range, ev.threshold.value), file);
-    files.set(it.index, relative(reportDir, file).split('\\').join('/'));
-    onPicture?.(++n, todo.length);
+    const pic = renderPicture(it, ev.category, ev.size, range, ev.threshold.value);
+    await inFlight;
+    inFlight = encodePng(pic, file).then(() => {
+      files.set(it.index, relative(reportDir, file).split('\\').join('/'));
+      onPicture?.(++n, todo.length);
+    });
   }
+  await inFlight;
   return { files, range };
 }
 
