@@ -29,7 +29,7 @@
  * Prints a table and the verdict: capacity drop <= 5 % and no late or fail-safe verdict.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +46,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------------------------------------
 // Viewer process: N event streams; each fetches every new card's overlay, as the page does.
 
-async function viewers(url: string, n: number): Promise<void> {
+async function viewers(url: string, n: number, fetchPictures: boolean): Promise<void> {
   let updates = 0, pictures = 0, failed = 0;
   const one = async (): Promise<void> => {
     const seen = new Set<string>();
@@ -64,7 +64,7 @@ async function viewers(url: string, n: number): Promise<void> {
         updates++;
         const st = JSON.parse(line.slice(6)) as { cards: { id: string; pictures: boolean }[] };
         for (const c of st.cards) {
-          if (seen.has(c.id) || !c.pictures) continue;
+          if (!fetchPictures || seen.has(c.id) || !c.pictures) continue;
           seen.add(c.id);
           fetch(`${url}api/cards/${c.id}/thumb`).then(
             async (r) => (await r.arrayBuffer(), r.ok ? pictures++ : failed++),
@@ -112,8 +112,8 @@ interface Phase {
 
 type ViewerStats = { updates: number; pictures: number; failed: number; cpu: number };
 
-function startViewers(url: string, n: number): Promise<{ child: ChildProcess; stats: () => ViewerStats }> {
-  const child = fork(fileURLToPath(import.meta.url), ['--viewers-for', url, '--viewers', String(n)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+function startViewers(url: string, n: number, pictures: boolean): Promise<{ child: ChildProcess; stats: () => ViewerStats }> {
+  const child = fork(fileURLToPath(import.meta.url), ['--viewers-for', url, '--viewers', String(n), ...(pictures ? [] : ['--no-pictures'])], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   let last: ViewerStats = { updates: 0, pictures: 0, failed: 0, cpu: 0 };
   child.on('message', (m) => {
     if (typeof m === 'object' && m) last = m as typeof last;
@@ -124,8 +124,8 @@ function startViewers(url: string, n: number): Promise<{ child: ChildProcess; st
   });
 }
 
-async function measure(station: Station, got: Verdict[], what: Phase['what'], nViewers: number, seconds: number): Promise<Phase> {
-  const v = nViewers > 0 ? await startViewers(station.uiUrl!, nViewers) : undefined;
+async function measure(station: Station, got: Verdict[], what: Phase['what'], nViewers: number, seconds: number, pictures: boolean): Promise<Phase> {
+  const v = nViewers > 0 ? await startViewers(station.uiUrl!, nViewers, pictures) : undefined;
   await sleep(2000); // viewers connected and past their first pictures
   const lateBefore = await lateCount(station);
   const from = got.length;
@@ -218,11 +218,11 @@ async function runStation(camera: CameraConfig, deadlineMs: number, dir: string)
 const fmt = (p: Phase): string =>
   `| ${p.what.padEnd(9)} | ${String(p.viewers).padStart(7)} | ${p.verdictsPerSecond.toFixed(2).padStart(10)} | ${p.p50.toFixed(0).padStart(6)} | ${p.p99.toFixed(0).padStart(6)} | ${String(p.failSafe).padStart(9)} | ${String(p.late).padStart(4)} | ${String(p.dropped).padStart(7)} | ${String(p.viewerUpdates).padStart(7)} | ${String(p.picturesServed).padStart(8)} | ${p.cpuPerVerdictMs.toFixed(0).padStart(11)} | ${p.stationCpu.toFixed(2).padStart(11)} | ${p.viewerCpu.toFixed(2).padStart(10)} | ${(p.eventLoop * 100).toFixed(0).padStart(6)} % | ${p.load1.toFixed(1).padStart(5)} |`;
 
-async function main(o: { rounds: number; seconds: number; viewers: number; deadlineMs: number; json?: string }): Promise<number> {
+async function main(o: { rounds: number; seconds: number; viewers: number; deadlineMs: number; pictures: boolean; json?: string }): Promise<number> {
   const dir = join(ROOT, '.tmp', `ui-load-${process.pid}`);
   mkdirSync(dir, { recursive: true });
   const phases: Phase[] = [];
-  process.stderr.write(`ui-load: ${cpus()[0]?.model} x ${cpus().length}, load ${loadavg().map((x) => x.toFixed(1)).join(' ')}; ${o.rounds} rounds of ${o.seconds} s, ${o.viewers} viewers\n`);
+  process.stderr.write(`ui-load: ${cpus()[0]?.model} x ${cpus().length}, load ${loadavg().map((x) => x.toFixed(1)).join(' ')}; ${o.rounds} rounds of ${o.seconds} s, ${o.viewers} viewers${o.pictures ? '' : ' (event streams only)'}\n`);
 
   // 1. Capacity: replay mode, paced by the station's acknowledgements.
   {
@@ -230,7 +230,7 @@ async function main(o: { rounds: number; seconds: number; viewers: number; deadl
     await sleep(5000); // warm-up: kernels compiled, caches filled
     for (let r = 0; r < o.rounds; r++) {
       for (const n of r % 2 === 0 ? [0, o.viewers] : [o.viewers, 0]) {
-        const p = await measure(station, got, 'capacity', n, o.seconds);
+        const p = await measure(station, got, 'capacity', n, o.seconds, o.pictures);
         phases.push(p);
         process.stderr.write(`${fmt(p)}\n`);
       }
@@ -250,7 +250,7 @@ async function main(o: { rounds: number; seconds: number; viewers: number; deadl
     const { station, got } = await runStation({ id: 'live', mode: 'live', source: { type: 'images', dir: IMAGES, pattern: '**/*.png', loop: true, fps } }, o.deadlineMs, dir);
     await sleep(5000);
     for (const n of [0, o.viewers]) {
-      const p = await measure(station, got, 'deadlines', n, o.seconds * 1.5);
+      const p = await measure(station, got, 'deadlines', n, o.seconds * 1.5, o.pictures);
       phases.push(p);
       process.stderr.write(`${fmt(p)}\n`);
     }
@@ -294,11 +294,12 @@ const program = new Command()
   .option('--seconds <s>', 'seconds measured per phase', (v) => Number(v), 20)
   .option('--viewers <n>', 'browsers watching', (v) => Number(v), 10)
   .option('--deadline-ms <ms>', 'deadline of the live camera', (v) => Number(v), 2000)
+  .option('--no-pictures', 'viewers hold the event stream only (no card pictures): separates the two costs')
   .option('--json <file>', 'also write the numbers as JSON')
   .option('--viewers-for <url>', '(internal) run the viewers against this page')
   .parse();
-const opts = program.opts<{ rounds: number; seconds: number; viewers: number; deadlineMs: number; json?: string; viewersFor?: string }>();
-if (opts.viewersFor) void viewers(opts.viewersFor, opts.viewers);
+const opts = program.opts<{ rounds: number; seconds: number; viewers: number; deadlineMs: number; pictures: boolean; json?: string; viewersFor?: string }>();
+if (opts.viewersFor) void viewers(opts.viewersFor, opts.viewers, opts.pictures);
 else
   main(opts).then(
     (code) => process.exit(code),
