@@ -20,6 +20,7 @@ import type { CameraConfig, FairlineConfig } from '../config.js';
 import { SourceError, asFairlineError } from '../errors.js';
 import { thresholdBelowNormal } from '../thresholds.js';
 import { loadInspectModel, type RuntimeModel } from './model.js';
+import { checkCameraModel } from './models.js';
 import { checkedFrames, gstSourceFor, listImageFiles } from './sources.js';
 import { natsSink } from './station.js';
 
@@ -103,7 +104,7 @@ export async function checkStation(cfg: FairlineConfig, opts: CheckOptions): Pro
   let model: RuntimeModel | undefined;
   results.push(
     await attempt('model', async () => {
-      const needThreshold = cfg.threshold === undefined && cfg.cameras.some((c) => c.threshold === undefined);
+      const needThreshold = cfg.threshold === undefined && cfg.cameras.some((c) => c.threshold === undefined && c.model === undefined);
       model = await loadInspectModel({
         dir: cfg.model, engine: cfg.engine, backend: cfg.backend, requireThreshold: needThreshold,
         ...(cfg.threshold !== undefined ? { threshold: cfg.threshold } : {}),
@@ -117,6 +118,11 @@ export async function checkStation(cfg: FairlineConfig, opts: CheckOptions): Pro
   try {
     if (model) {
       for (const cam of cfg.cameras) {
+        if (cam.model !== undefined) {
+          // Its own model (src/runtime/models.ts): loaded and checked like the station's.
+          results.push(await checkCameraModel({ id: cam.id, model: cam.model, ...(cam.threshold !== undefined ? { threshold: cam.threshold } : {}) }, { engine: cfg.engine, ...(cfg.expect ? { expect: cfg.expect } : {}), ...(opts.log ? { log: opts.log } : {}) }));
+          continue;
+        }
         const threshold = cam.threshold ?? cfg.threshold ?? model.threshold;
         const low = threshold === undefined ? undefined : thresholdBelowNormal(threshold, model.manifest.trainScoreStats);
         results.push({

@@ -26,7 +26,7 @@ import { readManifest } from '../io/artefact.js';
 import type { ImageF32 } from '../model/types.js';
 import type { InspectModel } from '../operators/inspect.js';
 import type { ModelOutput } from '../streams/frame.js';
-import type { ModelExpectation, RuntimeModel } from './model.js';
+import { loadInspectModel, type ModelExpectation, type RuntimeModel } from './model.js';
 
 /** What the registry needs of a model (a {@link RuntimeModel}, or a stand-in in tests). */
 export type StationModel = Pick<RuntimeModel, 'id' | 'dir' | 'size' | 'threshold' | 'guard' | 'scoreRange' | 'inferBatch' | 'dispose'>;
@@ -346,4 +346,27 @@ export function planReload(
   }
   for (const id of current.keys()) if (!next.cameras.some((c) => c.id === id)) ignored.push(`camera ${id} was removed (needs a restart)`);
   return { steps, ignored };
+}
+
+/**
+ * `inspect --check` for a camera with its own model: the artefact loads and passes its checks
+ * (checksums, spec, `expect`), and the camera has a threshold (its own or the model's).
+ */
+export async function checkCameraModel(
+  cam: { id: string; model: string; threshold?: number },
+  o: { engine: 'auto' | 'tfjs' | 'onnx'; expect?: ModelExpectation; log?: (msg: string) => void },
+): Promise<{ what: string; status: 'ok' | 'fail'; detail: string }> {
+  const what = `camera ${cam.id} model`;
+  let m: RuntimeModel | undefined;
+  try {
+    m = await loadInspectModel({ dir: cam.model, engine: o.engine, requireThreshold: false, ...(o.expect ? { expect: o.expect } : {}), ...(o.log ? { log: o.log } : {}) });
+    const t = cam.threshold ?? m.threshold;
+    if (t === undefined) return { what, status: 'fail', detail: `${m.id}: not calibrated and the camera sets no threshold` };
+    return { what, status: 'ok', detail: `${m.id}: ${m.size} px; engine ${m.engineName}; threshold ${t} (${cam.threshold !== undefined ? 'camera' : 'artefact'})` };
+  } catch (err) {
+    const e = asFairlineError(err);
+    return { what, status: 'fail', detail: `${e.name} [${e.code}]: ${e.message}` };
+  } finally {
+    await m?.dispose();
+  }
 }

@@ -445,11 +445,6 @@ export async function startStation(opts: StationOptions): Promise<Station> {
       return stopping;
     };
 
-    // All sources ended by themselves (finite folders / counts): stop the same way.
-    void Promise.all(runs.map((r) => r.ended)).then(() => {
-      if (!stopping) stopping = finish('completed');
-    });
-
     // Model swaps: SIGHUP (re-read the config) and the control subject.
     const swap = async (camera: string, dir: string, threshold?: number): Promise<SwapResult> => {
       const cm = cameraModels.get(camera);
@@ -492,9 +487,15 @@ export async function startStation(opts: StationOptions): Promise<Station> {
       });
       const c = control;
       cleanups.push(() => c.close());
-      // Subscribed before the first frame when NATS is up; a station whose NATS is down still starts.
+      // Subscribed before start-up returns when NATS is up; a station whose NATS is down still
+      // starts. (Before the completion handler below: a short source may end during this wait.)
       await Promise.race([c.ready, sleep(3000)]);
     }
+
+    // All sources ended by themselves (finite folders / counts): stop the same way.
+    void Promise.all(runs.map((r) => r.ended)).then(() => {
+      if (!stopping) stopping = finish('completed');
+    });
 
     const onSignal = (sig: NodeJS.Signals): void => {
       if (stopping) {
