@@ -20,7 +20,7 @@
  *   model serving and says why. The old model is released once its last batch is done.
  */
 import { resolve } from 'node:path';
-import { Counter, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import { ModelError, asFairlineError, type FairlineError } from '../errors.js';
 import { readManifest } from '../io/artefact.js';
 import type { ImageF32 } from '../model/types.js';
@@ -304,6 +304,13 @@ export function swapCounter(registry: Registry): Counter<'camera' | 'result'> {
   const name = 'fairline_model_swaps_total';
   const have = registry.getSingleMetric(name) as Counter<'camera' | 'result'> | undefined;
   return have ?? new Counter({ name, help: 'Model swaps (SIGHUP, control subject) by camera and result: ok, or the error code of a refused swap.', labelNames: ['camera', 'result'], registers: [registry] });
+}
+
+/** `fairline_camera_model_info{camera,model}` = 1 for the model serving each camera (created once per registry). */
+export function cameraModelGauge(registry: Registry): Gauge<'camera' | 'model'> {
+  const name = 'fairline_camera_model_info';
+  const have = registry.getSingleMetric(name) as Gauge<'camera' | 'model'> | undefined;
+  return have ?? new Gauge({ name, help: 'The model serving each camera (value is always 1; the label changes on a swap).', labelNames: ['camera', 'model'], registers: [registry] });
 }
 
 /** What a reloaded config asks of one camera. */

@@ -26,7 +26,7 @@ import { frameDecoder, loadInspectModel, type ModelExpectation, type RuntimeMode
 import { cameraSource } from './sources.js';
 import { startControl } from './control.js';
 import { partIdStage } from './part-ids.js';
-import { CameraModel, ModelRegistry, planReload, swapCounter, type ModelLoader, type SwapResult } from './models.js';
+import { CameraModel, ModelRegistry, cameraModelGauge, planReload, swapCounter, type ModelLoader, type SwapResult } from './models.js';
 import { trackSource } from './source-state.js';
 
 /** Where verdicts go. */
@@ -301,6 +301,7 @@ export async function startStation(opts: StationOptions): Promise<Station> {
 
     // 4. Sources and graphs.
     const swaps = swapCounter(metrics.registry);
+    const camInfo = cameraModelGauge(metrics.registry);
     const stop$ = new Subject<void>();
     const cameraModels = new Map<string, CameraModel>();
     const mh = metricsHooks(metrics);
@@ -320,9 +321,16 @@ export async function startStation(opts: StationOptions): Promise<Station> {
       const camModel = new CameraModel({
         camera: cam.id, registry, model: own, threshold, log,
         ...(cfg.expect ?? opts.expect ? { expect: { ...cfg.expect, ...opts.expect } } : {}),
-        onSwap: (r) => swaps.inc({ camera: cam.id, result: r.ok ? 'ok' : r.error.code }),
+        onSwap: (r) => {
+          swaps.inc({ camera: cam.id, result: r.ok ? 'ok' : r.error.code });
+          if (r.ok && r.from !== r.to) {
+            camInfo.remove({ camera: cam.id, model: r.from });
+            camInfo.set({ camera: cam.id, model: r.to }, 1);
+          }
+        },
       });
       cameraModels.set(cam.id, camModel);
+      camInfo.set({ camera: cam.id, model: own.id }, 1);
       if (cam.model !== undefined) log(`camera ${cam.id}: model ${own.id} (${own.dir}), threshold ${threshold}`);
       const run: CameraRun = { cam, summary, inFlight: 0, ended: Promise.resolve() };
       const hooks: InspectHooks = view.inspectHooks({

@@ -155,6 +155,9 @@ describe('runtime/changeover (model per camera, hot swap)', function () {
     assert.match(text, /fairline_model_swaps_total\{camera="cam1",result="ok",line="L9",station="S9"\} 1/);
     assert.match(text, /fairline_model_swaps_total\{camera="cam2",result="ok",line="L9",station="S9"\} 1/);
     assert.match(text, /fairline_model_swaps_total\{camera="cam1",result="checksum",line="L9",station="S9"\} 1/);
+    assert.match(text, new RegExp(`fairline_camera_model_info\\{camera="cam1",model="${ids.C}"[^}]*\\} 1`));
+    assert.match(text, new RegExp(`fairline_camera_model_info\\{camera="cam2",model="${ids.D}"[^}]*\\} 1`));
+    assert.doesNotMatch(text, new RegExp(`fairline_camera_model_info\\{camera="cam1",model="${ids.A}"`));
     assert.ok(logs.some((l) => /camera cam1: model swap to .*corrupt refused, test-[0-9a-f]+ keeps serving: ModelError \[checksum\]/.test(l)), logs.join('\n'));
     assert.equal(tf.memory().numTensors, tensors0, 'every model (old, new, refused) disposed after stop');
     await nc.close();
