@@ -7,7 +7,8 @@
  * - gray: OpenCV's float32 order `r*0.299 + (g*0.587 + b*0.114)`, rounded per op (Split/Mul/Add),
  *   bit-identical to `grayFromBgr`;
  * - high-pass, FFT filters: `real(ifft2(fft2(g) * H))` as MatMuls with constant DFT matrices
- *   (real and imaginary parts as separate float tensors, 12 S x S x S products per image), the
+ *   (real and imaginary parts as separate float tensors; the input is real, so only the S/2 + 1
+ *   non-redundant spectrum columns are computed: 12 products of S x S x (S/2+1) per image), the
  *   unshifted transfer function H as a constant. The image mean is subtracted first: H(0) ~ 1e-30
  *   removes DC anyway, and centring shrinks the partial sums so float32 stays within ~1e-6 of the
  *   float64 FFT. Sobel: reflect-101 `Pad` + 3x3 `Conv`;
@@ -104,34 +105,60 @@ export function emitHighPass(g: Graph, gray: string, size: number, filter: Filte
     const w = g.constant([...kx, ...(filter.kind === 'sobel-x' ? kx : ky)], [2, 1, 3, 3], 'sobel_kernel');
     return g.op('Conv', [padded, w], [shape[0]!, 2, S, S], { kernel_shape: [3, 3], pads: [0, 0, 0, 0], strides: [1, 1] });
   }
-  // DFT matrices C[u][y] = cos(2 pi u y / S), Sn = sin(...), computed in float64 with the angle
-  // reduced mod S (exact integer product) before rounding to float32.
+  // The input is real, so the spectrum is Hermitian: only the M = S/2 + 1 columns v = 0..S/2 are
+  // computed (half the MatMul work of a full complex 2-D DFT). Matrices in float64, the angle
+  // reduced mod S (exact integer product) before rounding to float32:
+  //   C[u][y] = cos(2 pi u y / S), Sn = sin(...)          [S, S]  (column transforms, full)
+  //   Ch, Shn = C, Sn restricted to the first M columns    [S, M]  (forward row transform)
+  //   Cw[v][x] = w_v cos(2 pi v x / S) / S, Sw likewise    [M, S]  (inverse row transform, w_v =
+  //   1 for v = 0 and S/2, 2 otherwise: the mirrored columns' share)
+  const M = S / 2 + 1;
+  const ang = (a: number, b: number): number => (2 * Math.PI * ((a * b) % S)) / S;
   const cos = new Float32Array(S * S), sin = new Float32Array(S * S), cosI = new Float32Array(S * S), sinI = new Float32Array(S * S);
+  const ch = new Float32Array(S * M), sh = new Float32Array(S * M), cw = new Float32Array(M * S), sw = new Float32Array(M * S);
   for (let u = 0; u < S; u++)
     for (let y = 0; y < S; y++) {
-      const a = (2 * Math.PI * ((u * y) % S)) / S;
+      const a = ang(u, y);
       cos[u * S + y] = Math.cos(a);
       sin[u * S + y] = Math.sin(a);
       cosI[u * S + y] = Math.cos(a) / S;
       sinI[u * S + y] = Math.sin(a) / S;
+      if (y < M) {
+        ch[u * M + y] = Math.cos(a);
+        sh[u * M + y] = Math.sin(a);
+      }
     }
+  for (let v = 0; v < M; v++) {
+    const wv = v === 0 || v === S / 2 ? 1 : 2;
+    for (let x = 0; x < S; x++) {
+      cw[v * S + x] = (wv * Math.cos(ang(v, x))) / S;
+      sw[v * S + x] = (wv * Math.sin(ang(v, x))) / S;
+    }
+  }
+  const full = highPassFilter(S, filter);
+  const hHalf = new Float32Array(S * M);
+  for (let u = 0; u < S; u++) for (let v = 0; v < M; v++) hHalf[u * M + v] = full[u * S + v]!;
   const C = g.constant(cos, [S, S], 'dft_cos');
   const Sn = g.constant(sin, [S, S], 'dft_sin');
   const Ci = g.constant(cosI, [S, S], 'idft_cos');
   const Si = g.constant(sinI, [S, S], 'idft_sin');
-  const H = g.constant(Float32Array.from(highPassFilter(S, filter)), [S, S], 'highpass_filter');
+  const Ch = g.constant(ch, [S, M], 'dft_cos_half');
+  const Sh = g.constant(sh, [S, M], 'dft_sin_half');
+  const Cw = g.constant(cw, [M, S], 'idft_cos_rows');
+  const Sw = g.constant(sw, [M, S], 'idft_sin_rows');
+  const H = g.constant(hHalf, [S, M], 'highpass_filter');
   const mm = (a: string, b: string): string => g.op('MatMul', [a, b]);
   const x = g.op('Sub', [gray, reduceAttr(g, 'ReduceMean', gray, [2, 3], true)]);
-  // Forward: A = x C, B = x Sn; Q = F x F with F = C - i Sn:
+  // Forward, columns v < M: A = x Ch, B = x Sh; Q = F x F with F = C - i Sn:
   //   Re Q = C A - Sn B,  -Im Q = C B + Sn A.
-  const A = mm(x, C), B = mm(x, Sn);
+  const A = mm(x, Ch), B = mm(x, Sh);
   const zr = g.op('Mul', [g.op('Sub', [mm(C, A), mm(Sn, B)]), H]);
   const zin = g.op('Mul', [g.op('Add', [mm(C, B), mm(Sn, A)]), H]); // -Im(H Q)
-  // Inverse with G = (C + i Sn)/S on each side: R = G Z, y = Re(R G).
-  //   Re R = Ci Zr + Si Zin,  Im R = Si Zr - Ci Zin,  y = Re R Ci - Im R Si.
+  // Inverse: R = G Z with G = (C + i Sn)/S (columns), then y = Re(R G) over all v from the kept
+  // half (R is Hermitian in v): Re R = Ci Zr + Si Zin, Im R = Si Zr - Ci Zin, y = Re R Cw - Im R Sw.
   const rr = g.op('Add', [mm(Ci, zr), mm(Si, zin)]);
   const ri = g.op('Sub', [mm(Si, zr), mm(Ci, zin)]);
-  return g.op('Sub', [mm(rr, Ci), mm(ri, Si)]);
+  return g.op('Sub', [mm(rr, Cw), mm(ri, Sw)]);
 }
 
 /** Prewitt/3 gradient magnitude per channel, zero padding: [N,3,H,W] -> [N,3,H,W]. */
