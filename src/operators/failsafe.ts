@@ -57,6 +57,8 @@ export function failSafe(inner: OperatorFunction<Frame, Verdict>, opts: FailSafe
   const now = (): number => scheduler.now();
   // The fail-safe verdict's decidedTs should come from the same clock as the timers.
   const ctx: VerdictContext = { ...opts.context, now: opts.context.now ?? now };
+  // The model can change while frames flow (src/runtime/models.ts): name the one serving now.
+  Object.defineProperty(ctx, 'model', { get: () => opts.context.model, enumerable: true });
 
   return (source) =>
     new Observable<Verdict>((subscriber) => {
