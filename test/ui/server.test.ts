@@ -15,6 +15,7 @@ import { captureDir, captureId } from '../../src/io/captures.js';
 import { encodeJpeg } from '../../src/io/image.js';
 import { Recorder } from '../../src/streams/recorder.js';
 import type { JudgedFrame } from '../../src/streams/frame.js';
+import { eventData } from '../../src/ui/events.js';
 import { LiveView } from '../../src/ui/live.js';
 import { serveUi, tokenMatches, type UiServer } from '../../src/ui/server.js';
 import type { Verdict } from '../../src/verdict.js';
@@ -40,17 +41,8 @@ async function events(url: string, n: number): Promise<Record<string, any>[]> {
   const res = await fetch(url, { signal: ctl.signal });
   assert.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8');
   const out: Record<string, any>[] = [];
-  let buf = '';
-  const dec = new TextDecoder();
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buf += dec.decode(chunk, { stream: true });
-    let i: number;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const ev = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      const data = ev.split('\n').find((l) => l.startsWith('data: '));
-      if (data) out.push(JSON.parse(data.slice(6)));
-    }
+  for await (const e of eventData<Record<string, any>>(res.body!)) {
+    out.push(e);
     if (out.length >= n) break;
   }
   ctl.abort();
