@@ -17,17 +17,11 @@
  * Arithmetic is float64 on float32 inputs; maps agree with the tensor path and the official
  * golden map to ~1e-7 (test/score-fast.test.ts). Pure and synchronous.
  */
-import { BadInputError, ConfigError } from '../errors.js';
+import { BadInputError } from '../errors.js';
+import { checkSpec, D65_WHITE, RGB_TO_XYZ } from './score.js';
 import type { ScoringSpec } from './types.js';
 import { DEFAULT_SCORING } from './types.js';
 
-// kornia 0.6.7 rgb_to_xyz (rows X, Y, Z; columns r, g, b) and the D65 white point, as score.ts.
-const RGB_TO_XYZ = [
-  [0.412453, 0.35758, 0.180423],
-  [0.212671, 0.71516, 0.072169],
-  [0.019334, 0.119193, 0.950227],
-];
-const D65_WHITE = [0.95047, 1.0, 1.08883];
 
 const LIN_STEPS = 4096;
 const LIN_MAX = 1.5;
@@ -266,12 +260,8 @@ function boxMeanInto(src: Float64Array, S: number, k: number, tmp: Float64Array,
  * const { maps, scores } = scoreArrays(restored, batch, 8, 256, spec.scoring);
  */
 export function scoreArrays(restored: Float32Array, original: Float32Array, n: number, S: number, spec: ScoringSpec = DEFAULT_SCORING): { maps: Float32Array; scores: Float32Array } {
+  checkSpec(spec);
   const k = spec.smoothKernel;
-  if (!Number.isInteger(k) || k < 1 || k % 2 === 0) throw new ConfigError(`scoring.smoothKernel must be an odd positive integer, got ${k}`);
-  if (!Number.isInteger(spec.msgmsScales) || spec.msgmsScales < 1) throw new ConfigError(`scoring.msgmsScales must be a positive integer, got ${spec.msgmsScales}`);
-  if (!(spec.msgmsC > 0)) throw new ConfigError(`scoring.msgmsC must be > 0, got ${spec.msgmsC}`);
-  if (!(spec.colourWeight >= 0)) throw new ConfigError(`scoring.colourWeight must be >= 0, got ${spec.colourWeight}`);
-  if (spec.colourMode !== 'bgr-as-rgb' && spec.colourMode !== 'rgb') throw new ConfigError(`scoring.colourMode must be 'bgr-as-rgb' or 'rgb', got ${String(spec.colourMode)}`);
   const px = S * S * 3;
   if (!Number.isInteger(n) || n < 1 || restored.length !== n * px || original.length !== n * px)
     throw new BadInputError('bad_shape', `scoreArrays: expected ${n} images of ${S}x${S}x3 (${n * px} values), got ${restored.length} and ${original.length}`);

@@ -73,12 +73,12 @@ function boxKernels(k: number): [tf.Tensor4D, tf.Tensor4D] {
 }
 
 // kornia 0.6.7 rgb_to_xyz coefficients, rows = output (X, Y, Z), columns = input (r, g, b).
-const RGB_TO_XYZ = [
+export const RGB_TO_XYZ = [
   [0.412453, 0.35758, 0.180423],
   [0.212671, 0.71516, 0.072169],
   [0.019334, 0.119193, 0.950227],
 ];
-const D65_WHITE = [0.95047, 1.0, 1.08883];
+export const D65_WHITE = [0.95047, 1.0, 1.08883];
 
 /**
  * [3, 3] matrix M with xyz_normalised = pixel(channels in tensor order) @ M.
@@ -113,7 +113,8 @@ function checkPair(restored: tf.Tensor, original: tf.Tensor, what: string): void
   if (restored.shape[0] === 0) throw new BadInputError('bad_shape', `${what}: empty batch`);
 }
 
-function checkSpec(spec: ScoringSpec): void {
+/** Validate scoring settings (shared by the typed-array scoring, score-fast.ts). */
+export function checkSpec(spec: ScoringSpec): void {
   const k = spec.smoothKernel;
   // An even kernel has no centre: torch's padding=k//2 then grows the map by one pixel.
   if (!Number.isInteger(k) || k < 1 || k % 2 === 0) throw new ConfigError(`scoring.smoothKernel must be an odd positive integer, got ${k}`);

@@ -25,6 +25,7 @@ import { ConfigError, ModelError } from '../../errors.js';
 import { addUNetWeights, type TorchTensors } from '../onnx-export.js';
 import { highPassFilter } from '../highpass.js';
 import { filterChannels, type FairSpec, type FilterSpec, type ScoringSpec } from '../types.js';
+import { D65_WHITE, RGB_TO_XYZ } from '../score.js';
 import { Graph, type Dim } from './graph.js';
 import { conv, reshape } from './ops.js';
 import { emitUNet } from './unet.js';
@@ -201,13 +202,6 @@ function emitMsgms(g: Graph, restored: string, original: string, c: number, scal
   return g.op('Sub', [g.scalar(1), g.op('Div', [reduceAttr(g, 'ReduceMean', acc!, [1], true), g.scalar(scales)])]);
 }
 
-// kornia 0.6.7 rgb_to_xyz (rows X, Y, Z; columns r, g, b) and the D65 white point (score.ts).
-const RGB_TO_XYZ = [
-  [0.412453, 0.35758, 0.180423],
-  [0.212671, 0.71516, 0.072169],
-  [0.019334, 0.119193, 0.950227],
-];
-const D65_WHITE = [0.95047, 1.0, 1.08883];
 
 /** Lab (a, b) of an NCHW tensor [N,3,H,W] -> [N,2,H,W] (see `labAB` in score.ts). */
 function emitLabAB(g: Graph, img: string, mode: ScoringSpec['colourMode']): string {
