@@ -59,13 +59,14 @@ describe('runtime/changeover (model per camera, hot swap)', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('SIGHUP and a control request each swap one camera mid-stream at 10 fps: one verdict per frame, old then new model, other camera unaffected, corrupt model refused', async () => {
+  // Both engines: tfjs on the JavaScript thread, onnxruntime sessions in their worker thread.
+  for (const engine of ['tfjs', 'onnx'] as const) it(`[${engine}] SIGHUP and a control request each swap one camera mid-stream at 10 fps: one verdict per frame, old then new model, other camera unaffected, corrupt model refused`, async () => {
     const cfgFile = join(dir, 'station.yaml');
     const writeConfig = (cam1Model?: string) =>
       writeFileSync(
         cfgFile,
         [
-          'line: L9', 'station: S9', 'model: A', 'backend: cpu', 'engine: tfjs',
+          'line: L9', 'station: S9', 'model: A', 'backend: cpu', `engine: ${engine}`,
           'cameras:',
           `  - { id: cam1, mode: live, ${cam1Model ? `model: ${cam1Model}, ` : ''}source: { type: synthetic, width: 64, height: 64, fps: 10, defectRate: 0.3, seed: 1 } }`,
           '  - { id: cam2, mode: live, model: B, source: { type: synthetic, width: 64, height: 64, fps: 10, defectRate: 0.3, seed: 2 } }',
@@ -161,6 +162,6 @@ describe('runtime/changeover (model per camera, hot swap)', function () {
     assert.ok(logs.some((l) => /camera cam1: model swap to .*corrupt refused, test-[0-9a-f]+ keeps serving: ModelError \[checksum\]/.test(l)), logs.join('\n'));
     assert.equal(tf.memory().numTensors, tensors0, 'every model (old, new, refused) disposed after stop');
     await nc.close();
-    console.log(`      cam1: ${got.cam1!.length} frames/verdicts (A until #${swapSeq - 1}), cam2: ${got.cam2!.length} frames/verdicts (B until #${got.cam2!.find((v) => v.model === ids.D)!.seq - 1})`);
+    console.log(`      ${engine}: cam1: ${got.cam1!.length} frames/verdicts (A until #${swapSeq - 1}), cam2: ${got.cam2!.length} frames/verdicts (B until #${got.cam2!.find((v) => v.model === ids.D)!.seq - 1})`);
   });
 });
