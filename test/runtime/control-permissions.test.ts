@@ -10,13 +10,12 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { parseConfig } from '../../src/config.js';
-import type { ImageF32 } from '../../src/model/types.js';
 import type { RuntimeModel } from '../../src/runtime/model.js';
 import { startStation } from '../../src/runtime/station.js';
 import type { Verdict } from '../../src/verdict.js';
 import { freePort } from '../fixtures/nats-server.js';
 import { REPO_ROOT } from '../helpers.js';
-import { tempDir } from './fixture.js';
+import { fakeModel, tempDir } from './fixture.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const PASS = { FAIRLINE_STATION_PASS: 'station-pw', FAIRLINE_OPERATOR_PASS: 'operator-pw', FAIRLINE_PLC_PASS: 'plc-pw', FAIRLINE_VIEWER_PASS: 'viewer-pw' };
@@ -49,11 +48,7 @@ describe('runtime/control permissions (deploy/nats-permissions.conf)', function 
   });
 
   it('operator may control, viewer and PLC may not; viewer reads verdicts; the station runs under its own user', async () => {
-    const model = {
-      id: 'fake-1', dir: join(dir, 'm'), size: 32, threshold: 0.5, guard: undefined, scoreRange: undefined, engine: 'tfjs', engineName: 'fake', backend: 'cpu', thresholdSource: 'artefact', guardNote: 'guard: off',
-      inferBatch: async (images: ImageF32[]) => images.map(() => ({ score: 0.1 })),
-      dispose: async () => undefined,
-    } as unknown as RuntimeModel;
+    const model = fakeModel(join(dir, 'm'), 'fake-1', 0) as unknown as RuntimeModel;
     const config = parseConfig(
       {
         line: 'L1', station: 'S1', model: join(dir, 'm'), backend: 'cpu', engine: 'tfjs',

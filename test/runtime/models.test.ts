@@ -14,31 +14,9 @@ import type { RuntimeModel } from '../../src/runtime/model.js';
 import { CameraModel, ModelRegistry, planReload, type StationModel } from '../../src/runtime/models.js';
 import { startStation, type VerdictSink } from '../../src/runtime/station.js';
 import type { Verdict } from '../../src/verdict.js';
-import { tempDir } from './fixture.js';
+import { fakeModel, tempDir } from './fixture.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** A stand-in model: `delayMs` per batch (asynchronous, like onnxruntime's own threads), concurrency tracked. */
-function fakeModel(dir: string, id: string, delayMs: number, opts: { threshold?: number; score?: number; size?: number } = {}) {
-  const m = {
-    id, dir, size: opts.size ?? 32, threshold: opts.threshold ?? 0.5, guard: undefined, scoreRange: undefined,
-    engine: 'tfjs' as const, engineName: 'fake', backend: 'cpu', thresholdSource: 'artefact' as const, guardNote: 'guard: off (fake)',
-    running: 0, maxRunning: 0, batches: 0, disposed: false,
-    order: [] as number[],
-    async inferBatch(images: ImageF32[]) {
-      m.running++;
-      m.maxRunning = Math.max(m.maxRunning, m.running);
-      m.batches++;
-      await sleep(delayMs);
-      m.running--;
-      return images.map(() => ({ score: opts.score ?? 0.1 }));
-    },
-    async dispose() {
-      m.disposed = true;
-    },
-  };
-  return m;
-}
 
 const img = (size = 32): ImageF32 => ({ width: size, height: size, channels: 3, data: new Float32Array(size * size * 3) });
 

@@ -9,12 +9,11 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { parseConfig } from '../../src/config.js';
-import type { ImageF32 } from '../../src/model/types.js';
 import type { RuntimeModel } from '../../src/runtime/model.js';
 import { startStation } from '../../src/runtime/station.js';
 import type { Verdict } from '../../src/verdict.js';
 import { startNatsServer, type NatsServerHandle } from '../fixtures/nats-server.js';
-import { tempDir } from './fixture.js';
+import { fakeModel, tempDir } from './fixture.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -34,11 +33,7 @@ describe('runtime/part-ids (trigger subject)', function () {
 
   it('triggers at the frame rate are matched to the right frames; unmatched frames and triggers are counted', async () => {
     // A stand-in model (the test is about matching, not scoring): 2 ms per batch.
-    const model = {
-      id: 'fake-1', dir: join(dir, 'm'), size: 32, threshold: 0.5, guard: undefined, scoreRange: undefined, engine: 'tfjs', engineName: 'fake', backend: 'cpu', thresholdSource: 'artefact', guardNote: 'guard: off',
-      inferBatch: async (images: ImageF32[]) => (await sleep(2), images.map(() => ({ score: 0.1 }))),
-      dispose: async () => undefined,
-    } as unknown as RuntimeModel;
+    const model = fakeModel(join(dir, 'm'), 'fake-1', 2) as unknown as RuntimeModel;
     const config = parseConfig(
       {
         line: 'L5', station: 'S5', model: join(dir, 'm'), backend: 'cpu', engine: 'tfjs',
