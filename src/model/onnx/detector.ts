@@ -15,8 +15,8 @@
  * - the UNet: {@link emitUNet}, the one definition the UNet export and the training step use;
  * - scoring (src/model/score.ts): Prewitt/3 gradients as depthwise convs, MSGMS over
  *   `msgmsScales` scales (2x2 average pool, half-pixel bilinear `Resize` back), Lab a/b of the
- *   tensor (sRGB -> XYZ and XYZ -> ab as 1x1 convs), the zero-padded k x k mean as two 1-D
- *   convs, `ReduceMax` for the score. Powers are `Exp(p * Log(x))` (vectorised; see emitLabAB).
+ *   tensor (sRGB -> XYZ and XYZ -> ab as 1x1 convs), the zero-padded k x k mean as two MatMuls
+ *   with a banded matrix, `ReduceMax` for the score. Powers are `Exp(p * Log(x))` (vectorised; see emitLabAB).
  *
  * Opset 17 (axes of ReduceMean/ReduceMax as attributes), so checkers and runtimes from onnx 1.12
  * on accept the file. Pure: weights in, ModelProto bytes out.
@@ -251,8 +251,15 @@ export function emitScore(g: Graph, restored: string, original: string, spec: Sc
   }
   let smooth = raw;
   if (k > 1) {
-    const fill = new Float32Array(k).fill(1 / k);
-    smooth = conv(g, conv(g, raw, g.constant(fill, [1, 1, k, 1], 'box_v')), g.constant(fill, [1, 1, 1, k], 'box_h'));
+    // The zero-padded k x k mean as two MatMuls with a banded [S, S] matrix (1/k where
+    // |i - j| <= k/2): B x sums down the columns, x B along the rows, the band ends at the border
+    // exactly as zero padding does. A GEMM is several times faster than a 1-channel k-tap Conv.
+    if (h !== w) throw new ConfigError(`scoring graph needs a square map, got ${h}x${w}`);
+    const r = (k - 1) / 2;
+    const band = new Float32Array(h * h);
+    for (let i = 0; i < h; i++) for (let j = Math.max(0, i - r); j <= Math.min(h - 1, i + r); j++) band[i * h + j] = 1 / k;
+    const B = g.constant(band, [h, h], 'box_band');
+    smooth = g.op('MatMul', [g.op('MatMul', [B, raw]), B]);
   }
   const map = reshape(g, smooth, [n, h, w]);
   return { map, score: reduceAttr(g, 'ReduceMax', map, [1, 2], false) };
