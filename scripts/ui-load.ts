@@ -21,10 +21,10 @@
  *   node --import tsx scripts/ui-load.ts                       # 3 rounds of 20 s, 10 viewers
  *   node --import tsx scripts/ui-load.ts --rounds 2 --seconds 15 --viewers 10 --json out/ui-load.json
  *
- * 3. the page's own work, timed in this process: rendering one card's thumbnail (the only work
- *    that grows with rejects; done once per card however many viewers), and building and
- *    serialising one snapshot (done every 500 ms however many viewers), as a share of the CPU the
- *    station spent per second at capacity.
+ * 3. the page's own work, in CPU time of this process: rendering one card's thumbnail (once per
+ *    card however many viewers), serving one thumbnail request (once per card and viewer), and
+ *    building and serialising one snapshot (every 500 ms however many viewers), as a share of the
+ *    CPU the station spent per second at capacity.
  *
  * Prints a table and the verdict: capacity drop <= 5 % and no late or fail-safe verdict.
  */
@@ -70,6 +70,21 @@ async function viewers(url: string, n: number, fetchPictures: boolean): Promise<
     const c = process.cpuUsage();
     process.send?.({ updates, pictures, failed, cpu: (c.user + c.system) / 1e6 });
   }, 500);
+}
+
+/** Request process: `total` thumbnail requests over 10 keep-alive loops, then 'done'. */
+async function requests(url: string, total: number): Promise<void> {
+  const ids = ((await (await fetch(`${url}api/state`)).json()) as { cards: { id: string }[] }).cards.map((c) => c.id);
+  let next = 0;
+  const loop = async (): Promise<void> => {
+    while (next < total) {
+      const id = ids[next++ % ids.length]!;
+      const r = await fetch(`${url}api/cards/${id}/thumb`);
+      await r.arrayBuffer();
+    }
+  };
+  await Promise.all(Array.from({ length: 10 }, loop));
+  process.send?.('done');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,8 +172,8 @@ async function measure(station: Station, got: Verdict[], what: Phase['what'], nV
   return phase;
 }
 
-/** CPU time (this thread and libvips') of one card's overlay and of one full snapshot. */
-async function pageWork(): Promise<{ renderMs: number; snapshotMs: number; cards: number }> {
+/** CPU time (this process: its threads and libvips') of one card's thumbnail, one full snapshot, and one thumbnail request served. */
+async function pageWork(): Promise<{ renderMs: number; snapshotMs: number; requestMs: number; cards: number }> {
   const { LiveView } = await import('../src/ui/live.js');
   const { cardPicture } = await import('../src/ui/pictures.js');
   const S = 256;
@@ -180,7 +195,26 @@ async function pageWork(): Promise<{ renderMs: number; snapshotMs: number; cards
   const t0 = process.cpuUsage();
   for (let i = 0; i < 200; i++) JSON.stringify(live.tick());
   const t1 = process.cpuUsage(t0);
-  return { renderMs: (c1.user + c1.system) / 1e3 / (ids.length - 1), snapshotMs: (t1.user + t1.system) / 1e3 / 200, cards: ids.length };
+  // Requests for thumbnails already rendered, from another process, as browsers send them.
+  const { serveUi } = await import('../src/ui/server.js');
+  const ui = await serveUi({ port: 0, view: live, intervalMs: 60_000 });
+  const total = 2000;
+  const child = fork(fileURLToPath(import.meta.url), ['--requests-for', ui.url, '--requests', String(total)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const r0 = process.cpuUsage();
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve());
+    child.once('exit', (code) => (code ? reject(new Error(`request process exited with ${code}`)) : resolve()));
+  });
+  const r1 = process.cpuUsage(r0);
+  child.kill('SIGTERM');
+  await ui.close();
+  return {
+    renderMs: (c1.user + c1.system) / 1e3 / (ids.length - 1),
+    snapshotMs: (t1.user + t1.system) / 1e3 / 200,
+    // Includes the request process's start-up wait (idle), so an upper bound.
+    requestMs: (r1.user + r1.system) / 1e3 / total,
+    cards: ids.length,
+  };
 }
 
 async function lateCount(station: Station): Promise<number> {
@@ -252,7 +286,10 @@ async function main(o: { rounds: number; seconds: number; viewers: number; deadl
   const work = await pageWork();
   const stationMsPerS = 1000 * median(0, 'stationCpu');
   const cardsPerS = capacity * (phases.filter((p) => p.what === 'capacity' && p.viewers === 0).reduce((a, p) => a + p.rejectShare, 0) / o.rounds);
-  const pageShare = (cardsPerS * work.renderMs + 2 * work.snapshotMs) / stationMsPerS;
+  // Each card rendered once, within the thumbnail budget (30 ms/s, src/ui/pictures.ts); each viewer
+  // fetches each card's thumbnail once; one snapshot per 500 ms.
+  const drawnPerS = Math.min(cardsPerS, 30 / work.renderMs);
+  const pageShare = (drawnPerS * (work.renderMs + o.viewers * work.requestMs) + 2 * work.snapshotMs) / stationMsPerS;
 
   const drop = 1 - cpuWithout / cpuWith;
   const dropWall = 1 - withViewers / capacity;
@@ -269,7 +306,7 @@ async function main(o: { rounds: number; seconds: number; viewers: number; deadl
     `capacity (median of ${o.rounds} phases each): station CPU per verdict ${cpuWithout.toFixed(0)} ms without viewers, ${cpuWith.toFixed(0)} ms with ${o.viewers}: ${(drop * 100).toFixed(1)} % capacity drop (limit 5 %); ${(dropWithViewerCpu * 100).toFixed(1)} % if the viewers ran on the station's cores`,
     `wall clock: ${capacity.toFixed(2)} verdicts/s without viewers, ${withViewers.toFixed(2)} with (${(dropWall * 100).toFixed(1)} %; follows the CPU other work leaves, see load1)`,
     `live camera at ${fps.toFixed(2)} fps (85 %), deadline ${o.deadlineMs} ms: ${late} late or fail-safe verdict(s)`,
-    `page work: ${work.renderMs.toFixed(1)} ms CPU per card (its 128 px overlay as JPEG), ${work.snapshotMs.toFixed(2)} ms per snapshot (${work.cards} cards); at ${cardsPerS.toFixed(2)} cards/s and 2 snapshots/s that is ${(pageShare * 100).toFixed(1)} % of the ${stationMsPerS.toFixed(0)} ms CPU/s the station used`,
+    `page work: ${work.renderMs.toFixed(1)} ms CPU per card (its 128 px overlay as JPEG), ${work.requestMs.toFixed(2)} ms per thumbnail request served, ${work.snapshotMs.toFixed(2)} ms per snapshot (${work.cards} cards); at ${cardsPerS.toFixed(2)} cards/s (${drawnPerS.toFixed(2)}/s drawn within the budget), ${o.viewers} viewers and 2 snapshots/s that is ${(pageShare * 100).toFixed(1)} % of the ${stationMsPerS.toFixed(0)} ms CPU/s the station used`,
     `${ok ? 'OK' : 'NOT OK'}: ${cpus()[0]?.model} x ${cpus().length}, load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' ')}`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
@@ -288,9 +325,12 @@ const program = new Command()
   .option('--no-pictures', 'viewers hold the event stream only (no card pictures): separates the two costs')
   .option('--json <file>', 'also write the numbers as JSON')
   .option('--viewers-for <url>', '(internal) run the viewers against this page')
+  .option('--requests-for <url>', '(internal) send thumbnail requests to this page')
+  .option('--requests <n>', '(internal) how many', (v) => Number(v), 2000)
   .parse();
-const opts = program.opts<{ rounds: number; seconds: number; viewers: number; deadlineMs: number; pictures: boolean; json?: string; viewersFor?: string }>();
+const opts = program.opts<{ rounds: number; seconds: number; viewers: number; deadlineMs: number; pictures: boolean; json?: string; viewersFor?: string; requestsFor?: string; requests: number }>();
 if (opts.viewersFor) void viewers(opts.viewersFor, opts.viewers, opts.pictures);
+else if (opts.requestsFor) void requests(opts.requestsFor, opts.requests);
 else
   main(opts).then(
     (code) => process.exit(code),

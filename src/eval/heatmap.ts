@@ -211,27 +211,31 @@ export function solidImage(width: number, height: number, colour: Bgr): ImageF32
 export function shrink(img: ImageF32, map: ArrayLike<number>, factor: number): { image: ImageF32; map: Float32Array } {
   checkMap(map, img.width, img.height, 'shrink');
   const f = Math.max(1, Math.floor(factor));
-  const w = Math.max(1, Math.floor(img.width / f)), h = Math.max(1, Math.floor(img.height / f));
+  const W = img.width;
+  const w = Math.max(1, Math.floor(W / f)), h = Math.max(1, Math.floor(img.height / f));
   const c = img.channels;
+  const src = img.data;
   const data = new Float32Array(w * h * c);
-  const out = new Float32Array(w * h);
-  const inv = 1 / (f * f);
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      let peak = -Infinity;
-      const o = (y * w + x) * c;
-      for (let dy = 0; dy < f; dy++) {
-        const row = (y * f + dy) * img.width + x * f;
-        for (let dx = 0; dx < f; dx++) {
-          const v = map[row + dx]!;
-          if (v > peak || Number.isNaN(peak)) peak = v;
-          for (let k = 0; k < c; k++) data[o + k] += img.data[(row + dx) * c + k]!;
-        }
+  const out = new Float32Array(w * h).fill(-Infinity);
+  // One pass over the source rows, summing into the output row they fall in (NaN never wins the maximum).
+  for (let sy = 0; sy < h * f; sy++) {
+    const orow = Math.floor(sy / f) * w;
+    const srow = sy * W;
+    for (let x = 0, sx = 0; x < w; x++) {
+      const oi = orow + x;
+      const o = oi * c;
+      let peak = out[oi]!;
+      for (let dx = 0; dx < f; dx++, sx++) {
+        const v = map[srow + sx]!;
+        if (v > peak) peak = v;
+        const si = (srow + sx) * c;
+        for (let k = 0; k < c; k++) data[o + k] += src[si + k]!;
       }
-      for (let k = 0; k < c; k++) data[o + k] *= inv;
-      out[y * w + x] = peak;
+      out[oi] = peak;
     }
   }
+  const inv = 1 / (f * f);
+  for (let i = 0; i < data.length; i++) data[i] *= inv;
   return { image: { width: w, height: h, channels: c, data }, map: out };
 }
 

@@ -184,11 +184,21 @@ function filePixels(img: ImageU8 | ImageF32, what: string): ReturnType<typeof sh
   if (data.length !== width * height * channels)
     throw new BadInputError('wrong_size', `${what}: data length ${data.length} != ${width}x${height}x${channels}`);
   const px = new Uint8Array(data.length);
-  const isFloat = data instanceof Float32Array;
-  for (let i = 0; i < data.length; i += channels) {
-    for (let c = 0; c < channels; c++) {
-      const v = data[i + (channels === 3 ? 2 - c : 0)]!;
-      px[i + c] = isFloat ? Math.round(Math.min(1, Math.max(0, Number.isNaN(v) ? 0 : v)) * 255) : v;
+  if (data instanceof Float32Array && channels === 3) {
+    // The common case, unrolled (pictures are made per reject on a station): clip, round, BGR -> RGB; NaN -> 0.
+    const q = (v: number): number => (v > 0 ? (v < 1 ? Math.round(v * 255) : 255) : 0);
+    for (let i = 0; i < data.length; i += 3) {
+      px[i] = q(data[i + 2]!);
+      px[i + 1] = q(data[i + 1]!);
+      px[i + 2] = q(data[i]!);
+    }
+  } else {
+    const isFloat = data instanceof Float32Array;
+    for (let i = 0; i < data.length; i += channels) {
+      for (let c = 0; c < channels; c++) {
+        const v = data[i + (channels === 3 ? 2 - c : 0)]!;
+        px[i + c] = isFloat ? Math.round(Math.min(1, Math.max(0, Number.isNaN(v) ? 0 : v)) * 255) : v;
+      }
     }
   }
   return sharp(px, { raw: { width, height, channels } }).toColourspace(channels === 1 ? 'b-w' : 'srgb');

@@ -226,7 +226,6 @@ export class LiveView {
   private readonly keepCards: number;
   private readonly maxFrameBytes: number;
   private readonly bins: number;
-  private last: LiveSnapshot | undefined;
 
   constructor(readonly opts: LiveViewOptions) {
     this.now = opts.now ?? Date.now;
@@ -332,14 +331,18 @@ export class LiveView {
     return this.cardIndex.get(id);
   }
 
-  /** Take a rate sample and build the snapshot (the server calls this every 500 ms). */
-  tick(): LiveSnapshot {
+  /**
+   * Build the snapshot; with `sample` (the server's 500 ms timer) also take a frames/s sample. A
+   * snapshot asked for in between (`GET /api/state`) leaves the rate's window alone.
+   */
+  tick(sample = true): LiveSnapshot {
     const t = this.now();
     const cameras: CameraSnapshot[] = [];
     for (const c of this.cams.values()) {
-      c.rate.push([t, c.frames]);
+      if (sample || c.rate.length === 0) c.rate.push([t, c.frames]);
       while (c.rate.length > 5) c.rate.shift();
       const [t0, f0] = c.rate[0]!;
+      const [t1, f1] = sample ? [t, c.frames] : c.rate[c.rate.length - 1]!;
       const lat = c.latencies.values().sort();
       const q = (p: number): number | null => (lat.length ? quantileSorted(lat, p) : null);
       const snap: CameraSnapshot = {
@@ -347,7 +350,7 @@ export class LiveView {
         mode: c.info.mode,
         state: c.state,
         since: c.since,
-        framesPerSecond: t > t0 ? ((c.frames - f0) * 1000) / (t - t0) : 0,
+        framesPerSecond: t1 > t0 ? ((f1 - f0) * 1000) / (t1 - t0) : 0,
         frames: c.frames,
         dropped: c.dropped,
         verdicts: { ...c.verdicts },
@@ -380,12 +383,6 @@ export class LiveView {
       if (k.capture?.label) s.label = k.capture.label;
       return s;
     });
-    this.last = { schema: 'fairline.ui/v1', line: this.opts.line, station: this.opts.station, time: t, model: this.opts.model, cameras, cards };
-    return this.last;
-  }
-
-  /** The last snapshot (a fresh one if none yet). */
-  snapshot(): LiveSnapshot {
-    return this.last ?? this.tick();
+    return { schema: 'fairline.ui/v1', line: this.opts.line, station: this.opts.station, time: t, model: this.opts.model, cameras, cards };
   }
 }

@@ -5,8 +5,13 @@
  * the threshold, white outline = the defect regions) and the model-size input, both as JPEG;
  * and the frame at source resolution, as captured (from memory, or from its capture file once
  * the recorder has it).
+ *
+ * Thumbnails (one per reject, for every page) run within a time budget, newest card first
+ * ({@link RenderBudget}): however fast rejects come, drawing them never takes more than a fixed
+ * share of the station's time; a card that could not be drawn in time shows a placeholder.
  */
 import { readFile } from 'node:fs/promises';
+import sharp from 'sharp';
 import { BadInputError } from '../errors.js';
 import { anchorAt, heatOverlay, mapsRange, shrink } from '../eval/heatmap.js';
 import { encodeFramePicture, encodeJpeg } from '../io/image.js';
@@ -46,14 +51,94 @@ async function render(card: Card, kind: PictureKind): Promise<Picture> {
   return { data: await encodeJpeg(heatOverlay(d.image, d.map, range, t)), type: 'image/jpeg' };
 }
 
+let placeholder: Promise<Picture> | undefined;
+
+/** What a card shows when its thumbnail was skipped: a small dark square. */
+function skipped(): Promise<Picture> {
+  placeholder ??= sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 28, g: 31, b: 36 } } })
+    .jpeg()
+    .toBuffer()
+    .then((data) => ({ data, type: 'image/jpeg' }));
+  return placeholder;
+}
+
+/**
+ * A token bucket of rendering time: jobs run one at a time, the newest first, each charged its
+ * wall time, at most `msPerSecond` on average (bursts up to `burstMs`). When more than `maxWaiting`
+ * wait, the oldest is skipped (its card has scrolled off the page by then).
+ */
+export class RenderBudget {
+  private tokens: number;
+  private last = performance.now();
+  private readonly waiting: { run: () => Promise<void>; skip: () => void }[] = [];
+  private running = false;
+  private timer: NodeJS.Timeout | undefined;
+  /** Jobs skipped so far. */
+  skipped = 0;
+
+  constructor(
+    readonly msPerSecond = 30,
+    readonly burstMs = 300,
+    readonly maxWaiting = 48,
+  ) {
+    this.tokens = burstMs;
+  }
+
+  /** Run `job` when the budget allows; `fallback` answers instead when it is skipped. */
+  run<T>(job: () => Promise<T>, fallback: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.push({
+        run: async () => {
+          const t0 = performance.now();
+          try {
+            resolve(await job());
+          } catch (err) {
+            reject(err);
+          } finally {
+            this.tokens -= performance.now() - t0;
+          }
+        },
+        skip: () => {
+          this.skipped++;
+          fallback().then(resolve, reject);
+        },
+      });
+      while (this.waiting.length > this.maxWaiting) this.waiting.shift()!.skip();
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.running || this.timer || this.waiting.length === 0) return;
+    const now = performance.now();
+    this.tokens = Math.min(this.burstMs, this.tokens + ((now - this.last) * this.msPerSecond) / 1000);
+    this.last = now;
+    if (this.tokens <= 0) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.pump();
+      }, Math.ceil((-this.tokens * 1000) / this.msPerSecond) + 1);
+      this.timer.unref();
+      return;
+    }
+    const next = this.waiting.pop()!;
+    this.running = true;
+    void next.run().finally(() => {
+      this.running = false;
+      this.pump();
+    });
+  }
+}
+
 /**
  * A card's picture, rendered once (a failed rendering is not kept, so it can be retried).
+ * Thumbnails go through `budget` when given; the pictures of a card someone clicked do not.
  * @throws BadInputError (`no_picture`) when the card holds nothing to draw it from.
  */
-export function cardPicture(card: Card, kind: PictureKind): Promise<Picture> {
+export function cardPicture(card: Card, kind: PictureKind, budget?: RenderBudget): Promise<Picture> {
   let p = card.pictures.get(kind);
   if (!p) {
-    p = render(card, kind);
+    p = kind === 'thumb' && budget ? budget.run(() => render(card, kind), skipped) : render(card, kind);
     card.pictures.set(kind, p);
     p.catch(() => card.pictures.delete(kind));
   }

@@ -28,7 +28,7 @@ import type { AddressInfo } from 'node:net';
 import { ConfigError, FairlineError } from '../errors.js';
 import { REVIEW_LABELS, isCaptureId, type CaptureEntry, type ReviewLabel } from '../io/captures.js';
 import type { LiveView } from './live.js';
-import { PICTURE_KINDS, cardPicture, type PictureKind } from './pictures.js';
+import { PICTURE_KINDS, RenderBudget, cardPicture, type PictureKind } from './pictures.js';
 
 export interface UiServerOptions {
   /** Default 127.0.0.1. */
@@ -48,6 +48,8 @@ export interface UiServerOptions {
   maxClients?: number;
   /** A client that has not taken an update for this long is disconnected (default 30000 ms). */
   slowClientMs?: number;
+  /** Time the cards' thumbnails may take, ms per second on average (default 30: 3 % of one core). */
+  thumbnailMsPerSecond?: number;
   hooks?: {
     onClients?(n: number): void;
     /** Updates not sent to a client whose socket was still full. */
@@ -149,13 +151,15 @@ export async function serveUi(o: UiServerOptions): Promise<UiServer> {
   const page = await readFile(new URL('./page.html', import.meta.url));
   const clients = new Set<Client>();
   const slowMs = o.slowClientMs ?? 30_000;
+  const budget = new RenderBudget(o.thumbnailMsPerSecond ?? 30);
   let dropped = 0;
   let message = '';
 
-  const snapshot = (fresh: boolean): Record<string, unknown> => ({
-    ...(fresh ? o.view.tick() : o.view.snapshot()),
+  const snapshot = (sample: boolean): Record<string, unknown> => ({
+    ...o.view.tick(sample),
     review: { enabled: o.token !== undefined, captures: o.review !== undefined },
     clients: clients.size,
+    thumbnailsSkipped: budget.skipped,
     ...o.extra?.(),
   });
 
@@ -239,7 +243,7 @@ export async function serveUi(o: UiServerOptions): Promise<UiServer> {
     const kind = rest;
     if (!PICTURE_KINDS.includes(kind as PictureKind)) return json(res, 404, { error: `no picture '${rest.slice(0, 40)}' (${PICTURE_KINDS.join(', ')})` });
     try {
-      const pic = await cardPicture(card, kind as PictureKind);
+      const pic = await cardPicture(card, kind as PictureKind, budget);
       // A card's pictures never change: browsers may keep them.
       send(res, 200, pic.data, pic.type, { 'Cache-Control': 'private, max-age=86400, immutable' });
     } catch (err) {

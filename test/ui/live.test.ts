@@ -70,6 +70,8 @@ describe('ui/live (the page state)', () => {
     t = 500;
     live.tick();
     for (let i = 0; i < 10; i++) live.onFrame(f(i));
+    t = 700;
+    assert.equal(live.tick(false).cameras[0]!.framesPerSecond, 20, 'a snapshot between samples reports the last window');
     t = 1000;
     assert.equal(live.tick().cameras[0]!.framesPerSecond, 20);
     for (let i = 0; i < 1000; i++) live.onVerdict(verdict(i, 'pass', { latencyMs: i < 900 ? 5 : i }));

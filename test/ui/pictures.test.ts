@@ -8,7 +8,7 @@ import { anchorAt, heatOverlay, mapsRange, shrink } from '../../src/eval/heatmap
 import type { FairlineError } from '../../src/errors.js';
 import { encodeJpeg } from '../../src/io/image.js';
 import type { Card } from '../../src/ui/live.js';
-import { cardPicture } from '../../src/ui/pictures.js';
+import { RenderBudget, cardPicture } from '../../src/ui/pictures.js';
 
 function card(size: number, withMap = true): Card {
   const image = { width: size, height: size, channels: 3, data: new Float32Array(size * size * 3).map((_, i) => (i % 7) / 7) };
@@ -54,5 +54,26 @@ describe('ui/pictures (reject card pictures)', () => {
     assert.equal(c.pictures.size, 0);
     delete c.data;
     await assert.rejects(cardPicture(c, 'frame'), (e: FairlineError) => e.code === 'no_picture');
+  });
+
+  it('keeps thumbnails within a time budget, newest first, skipping the oldest when too many wait', async () => {
+    const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+    const budget = new RenderBudget(100, 20, 4); // 100 ms per second, a 20 ms burst, 4 waiting
+    const order: number[] = [];
+    const t0 = performance.now();
+    const jobs = Array.from({ length: 7 }, (_, i) => budget.run(async () => (await sleep(10), order.push(i), `drawn ${i}`), async () => `skipped ${i}`));
+    const got = await Promise.all(jobs);
+    const ms = performance.now() - t0;
+    // 0 runs at once; of the 6 that wait, the 2 oldest are skipped; the rest run newest first.
+    assert.deepEqual(got, ['drawn 0', 'skipped 1', 'skipped 2', 'drawn 3', 'drawn 4', 'drawn 5', 'drawn 6']);
+    assert.deepEqual(order, [0, 6, 5, 4, 3]);
+    assert.equal(budget.skipped, 2);
+    // The last of 5 jobs of >= 10 ms starts only after the first four were paid for, less the 20 ms burst: >= (40 - 20) / 100 s.
+    assert.ok(ms >= 190, `${ms.toFixed(0)} ms`);
+    // With no budget left and nowhere to wait, a card's thumbnail is the placeholder.
+    const c = card(256);
+    const spent = new RenderBudget(1, 0, 0);
+    const pic = await cardPicture(c, 'thumb', spent);
+    assert.equal((await sharp(pic.data).metadata()).width, 16, 'the placeholder');
   });
 });
