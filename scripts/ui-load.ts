@@ -5,7 +5,7 @@
  * A station runs the demo model (onnxruntime + tfjs-wasm) with reject capture and the page on,
  * and alternates phases without and with N viewers. A viewer (in a separate process, as browsers
  * are) holds the event stream open and, like the page, fetches the heatmap thumbnail of every
- * new card. Two measurements:
+ * new card the station has drawn. Two measurements:
  *
  * 1. capacity: a replay-mode camera over the toy hazelnut test images (paced only by the
  *    station's own acknowledgements, so it runs as fast as the station can): model verdicts/s,
@@ -52,10 +52,10 @@ async function viewers(url: string, n: number, fetchPictures: boolean): Promise<
   const one = async (): Promise<void> => {
     const seen = new Set<string>();
     const res = await fetch(`${url}events`);
-    for await (const st of eventData<{ cards: { id: string; pictures: boolean }[] }>(res.body!)) {
+    for await (const st of eventData<{ cards: { id: string; thumb: boolean | null }[] }>(res.body!)) {
       updates++;
       for (const c of st.cards) {
-        if (!fetchPictures || seen.has(c.id) || !c.pictures) continue;
+        if (!fetchPictures || seen.has(c.id) || c.thumb !== true) continue;
         seen.add(c.id);
         fetch(`${url}api/cards/${c.id}/thumb`).then(
           async (r) => (await r.arrayBuffer(), r.ok ? pictures++ : failed++),

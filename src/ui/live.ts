@@ -99,6 +99,8 @@ export interface Card {
   capture?: { frame?: string; label?: ReviewLabel };
   /** Rendered pictures, by kind (each rendered once, when first asked for). */
   pictures: Map<string, Promise<{ data: Buffer; type: string }>>;
+  /** The card's thumbnail: drawn, or skipped (rejects came faster than the drawing budget; src/ui/pictures.ts). */
+  thumb?: 'drawn' | 'skipped';
 }
 
 /** A fixed-size ring of numbers. */
@@ -173,6 +175,8 @@ export interface CardSnapshot {
   regions: number;
   /** Pictures can be rendered (the frame's pixels are held or captured). */
   pictures: boolean;
+  /** The thumbnail is drawn (true), skipped (false) or not yet (null): pages ask only for drawn ones. */
+  thumb: boolean | null;
   captured: boolean;
   label?: ReviewLabel;
 }
@@ -375,6 +379,7 @@ export class LiveView {
         threshold: v.threshold,
         regions: v.regions.length,
         pictures: k.data !== undefined || k.capture?.frame !== undefined,
+        thumb: k.thumb === undefined ? null : k.thumb === 'drawn',
         captured: k.capture !== undefined,
       };
       if (typeof v.normScore === 'number') s.normScore = v.normScore;

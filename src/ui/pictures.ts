@@ -6,9 +6,10 @@
  * and the frame at source resolution, as captured (from memory, or from its capture file once
  * the recorder has it).
  *
- * Thumbnails (one per reject, for every page) run within a time budget, newest card first
- * ({@link RenderBudget}): however fast rejects come, drawing them never takes more than a fixed
- * share of the station's time; a card that could not be drawn in time shows a placeholder.
+ * Thumbnails (one per reject, for every page) are drawn by the server while pages are connected,
+ * within a time budget, newest card first ({@link RenderBudget}): however fast rejects come,
+ * drawing them never takes more than a fixed share of the station's time; a card not drawn in
+ * time says so on the page (and pages ask only for drawn thumbnails).
  */
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
@@ -138,9 +139,17 @@ export class RenderBudget {
 export function cardPicture(card: Card, kind: PictureKind, budget?: RenderBudget): Promise<Picture> {
   let p = card.pictures.get(kind);
   if (!p) {
-    p = kind === 'thumb' && budget ? budget.run(() => render(card, kind), skipped) : render(card, kind);
+    if (kind === 'thumb' && budget) {
+      p = budget.run(
+        () => render(card, kind).then((pic) => ((card.thumb = 'drawn'), pic)),
+        () => ((card.thumb = 'skipped'), skipped()),
+      );
+    } else p = render(card, kind);
     card.pictures.set(kind, p);
-    p.catch(() => card.pictures.delete(kind));
+    p.catch(() => {
+      card.pictures.delete(kind);
+      if (kind === 'thumb') card.thumb = 'skipped';
+    });
   }
   return p;
 }

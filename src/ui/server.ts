@@ -164,7 +164,16 @@ export async function serveUi(o: UiServerOptions): Promise<UiServer> {
   });
 
   const broadcast = (): void => {
-    message = `data: ${JSON.stringify(snapshot(true))}\n\n`;
+    const snap = snapshot(true);
+    // Thumbnails are drawn here, for the cards on the page, while someone watches; the pages
+    // ask for them once a snapshot says they are drawn (no request for a card never drawn).
+    if (clients.size > 0) {
+      for (const c of snap.cards as { id: string; pictures: boolean; thumb: boolean | null }[]) {
+        const card = c.pictures && c.thumb === null ? o.view.card(c.id) : undefined;
+        if (card && !card.pictures.has('thumb')) void cardPicture(card, 'thumb', budget).catch(() => undefined);
+      }
+    }
+    message = `data: ${JSON.stringify(snap)}\n\n`;
     const now = Date.now();
     let missed = 0;
     for (const c of clients) {

@@ -120,9 +120,10 @@ describe('ui/server (the operator page over HTTP)', function () {
     const j = judged(2);
     const expected = await encodeJpeg(heatOverlay(j.image, j.map!, anchorAt(mapsRange([j.map!]), 0.5), 0.5));
     assert.ok(overlay.body.equals(expected), 'exactly the overlay eval draws (as JPEG)');
-    assert.equal(live.card(notCaptured)!.pictures.size, 1);
+    const kept = live.card(notCaptured)!.pictures.get('overlay');
+    assert.ok(kept);
     await get(`/api/cards/${notCaptured}/overlay`);
-    assert.equal(live.card(notCaptured)!.pictures.size, 1, 'rendered once, then kept with the card');
+    assert.equal(live.card(notCaptured)!.pictures.get('overlay'), kept, 'rendered once, then kept with the card');
     const frame = await get(`/api/cards/${notCaptured}/frame`);
     assert.deepEqual(await sharp(frame.body).metadata().then((m) => [m.width, m.height]), [24, 16]);
     const input = await get(`/api/cards/${notCaptured}/input`);
@@ -135,6 +136,15 @@ describe('ui/server (the operator page over HTTP)', function () {
     assert.deepEqual(info.verdict, reject(1));
     assert.equal(info.captured, true);
     assert.equal((await get(`/api/cards/${captured}/restored`)).status, 404);
+  });
+
+  it('draws the thumbnails of the cards on the page while someone watches, and says so in the snapshot', async () => {
+    const evs = await events(`${base}/events`, 4);
+    const last = evs.at(-1)!.cards as { id: string; thumb: boolean | null }[];
+    assert.deepEqual(last.map((c) => c.thumb), [true, true]);
+    const thumb = await fetch(`${base}/api/cards/${captured}/thumb`);
+    assert.equal(thumb.headers.get('content-type'), 'image/jpeg');
+    assert.equal((await sharp(Buffer.from(await thumb.arrayBuffer())).metadata()).width, 8, 'an 8 px model: the thumbnail is the overlay');
   });
 
   it('refuses ids that are not capture ids and paths that try to leave the capture folder', async () => {
