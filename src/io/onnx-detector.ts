@@ -16,7 +16,7 @@ import type { BatchDetection, DetectorGraph } from '../model/detector.js';
 import { DETECTOR_INPUT, DETECTOR_MAP, DETECTOR_RESTORED, DETECTOR_SCORE, exportDetectorOnnx, type DetectorExportOptions } from '../model/onnx/detector.js';
 import type { TorchTensors } from '../model/onnx-export.js';
 import type { FairSpec } from '../model/types.js';
-import { loadOrt, type OrtModule, type OrtSession, type OrtTensor } from './onnx-engine.js';
+import { loadOrt, sessionOptions, type OrtModule, type OrtSession, type OrtTensor } from './onnx-engine.js';
 
 /** Options of {@link OnnxDetectorGraph.create}. */
 export interface OnnxDetectorOptions {
@@ -53,7 +53,7 @@ async function openInline(ort: OrtModule, model: Uint8Array | string, providers:
   for (const ep of providers) {
     let session: OrtSession;
     try {
-      session = await ort.InferenceSession.create(model, { executionProviders: [ep], intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+      session = await ort.InferenceSession.create(model, sessionOptions(ep, threads));
     } catch (err) {
       skipped.push(`${ep}: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
       continue;

@@ -80,6 +80,14 @@ export interface OnnxEngineOptions {
   log?: (msg: string) => void;
 }
 
+/**
+ * The session options every fairline graph runs with: one provider, `threads` intra-op threads,
+ * sequential execution, all graph optimisations. Callers add their own (e.g. memory pattern).
+ */
+export function sessionOptions(ep: string, threads: number): Record<string, unknown> {
+  return { executionProviders: [ep], intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' };
+}
+
 /** NHWC <-> NCHW for one batch; `c === 1` never reaches here (same bytes). */
 function nhwcToNchw(src: Float32Array, n: number, hw: number, c: number): Float32Array {
   const dst = new Float32Array(src.length);
@@ -153,13 +161,7 @@ export class OnnxEngine {
         continue;
       }
       try {
-        const session = await ort.InferenceSession.create(model, {
-          executionProviders: [ep],
-          intraOpNumThreads: threads,
-          interOpNumThreads: 1,
-          executionMode: 'sequential',
-          graphOptimizationLevel: 'all',
-        });
+        const session = await ort.InferenceSession.create(model, sessionOptions(ep, threads));
         for (const s of skipped) opts.log?.(`onnxruntime: skipped ${s}`);
         opts.log?.(`onnxruntime ${ort.env?.versions?.node ?? ''}: execution provider ${ep}, ${threads} thread(s)`);
         return new OnnxEngine(ort, session, ep, skipped, threads);

@@ -16,7 +16,7 @@
  */
 import { cpus } from 'node:os';
 import { BackendError, BadInputError, ConfigError, ModelError } from '../../errors.js';
-import { loadOrt, type OrtModule, type OrtSession, type OrtTensor } from '../../io/onnx-engine.js';
+import { loadOrt, sessionOptions, type OrtModule, type OrtSession, type OrtTensor } from '../../io/onnx-engine.js';
 import { initUNetWeights } from '../layout.js';
 import type { TrainingEngine, StepResult, TrainerState } from '../training-engine.js';
 import { multiStepLr } from '../schedule.js';
@@ -66,11 +66,7 @@ async function openSession(ort: OrtModule, bytes: Uint8Array, providers: string[
   for (const ep of wanted) {
     try {
       const session = await ort.InferenceSession.create(bytes, {
-        executionProviders: [ep],
-        intraOpNumThreads: threads,
-        interOpNumThreads: 1,
-        executionMode: 'sequential',
-        graphOptimizationLevel: 'all',
+        ...sessionOptions(ep, threads),
         // The memory-pattern plan allocates on top of the arena from the second run on (2x RSS).
         enableMemPattern: false,
         enableCpuMemArena: arena,
