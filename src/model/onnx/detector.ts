@@ -13,10 +13,13 @@
  *   removes DC anyway, and centring shrinks the partial sums so float32 stays within ~1e-6 of the
  *   float64 FFT. Sobel: reflect-101 `Pad` + 3x3 `Conv`;
  * - the UNet: {@link emitUNet}, the one definition the UNet export and the training step use;
- * - scoring (src/model/score.ts): Prewitt/3 gradients as depthwise convs, MSGMS over
- *   `msgmsScales` scales (2x2 average pool, half-pixel bilinear `Resize` back), Lab a/b of the
- *   tensor (sRGB -> XYZ and XYZ -> ab as 1x1 convs), the zero-padded k x k mean as two MatMuls
- *   with a banded matrix, `ReduceMax` for the score. Powers are `Exp(p * Log(x))` (vectorised; see emitLabAB).
+ * - scoring (src/model/score.ts), on the original and the restoration concatenated into one
+ *   6-channel tensor so each elementwise pass runs once: Prewitt/3 gradients as one depthwise
+ *   conv, MSGMS over `msgmsScales` scales (2x2 average pool, half-pixel bilinear `Resize` of the
+ *   channel mean back), Lab a/b (sRGB -> XYZ and f -> a/b as small MatMuls, the piecewise steps
+ *   without `Where`, powers as `Exp(p * Log(x))`; see emitLabDiff), the zero-padded k x k mean as
+ *   two MatMuls with a banded matrix, `ReduceMax` for the score. Written for onnxruntime-cpu,
+ *   where these ops are memory-bound: fewer passes over the batch is what makes it fast.
  *
  * Opset 17 (axes of ReduceMean/ReduceMax as attributes), so checkers and runtimes from onnx 1.12
  * on accept the file. Pure: weights in, ModelProto bytes out.
@@ -162,73 +165,101 @@ export function emitHighPass(g: Graph, gray: string, size: number, filter: Filte
   return g.op('Sub', [mm(rr, Cw), mm(ri, Sw)]);
 }
 
-/** Prewitt/3 gradient magnitude per channel, zero padding: [N,3,H,W] -> [N,3,H,W]. */
-function gradientMagnitude(g: Graph, x: string): string {
-  const c = g.shape(x)[1] as number;
+/**
+ * Squared Prewitt/3 gradient magnitude per channel, zero padding: [N,C,H,W] -> [N,C,H*W].
+ * One depthwise conv gives gx and gy of every channel (2C outputs), one Mul squares them and a
+ * ReduceSum adds each pair: a third of the elementwise passes of separate gx / gy convs.
+ */
+function gradientEnergy(g: Graph, x: string): string {
+  const [n, c, h, w] = g.shape(x) as [Dim, number, number, number];
   const kx = [1, 0, -1, 1, 0, -1, 1, 0, -1].map((v) => v / 3);
   const ky = [1, 1, 1, 0, 0, 0, -1, -1, -1].map((v) => v / 3);
-  const rep = (k: number[]): number[] => Array.from({ length: c }, () => k).flat();
-  const gx = conv(g, x, g.constant(rep(kx), [c, 1, 3, 3], 'prewitt_x'), undefined, c);
-  const gy = conv(g, x, g.constant(rep(ky), [c, 1, 3, 3], 'prewitt_y'), undefined, c);
-  const sq = g.op('Add', [g.op('Mul', [gx, gx]), g.op('Mul', [gy, gy])]);
-  return g.op('Sqrt', [g.op('Add', [sq, g.scalar(1e-12)])]);
+  const k = Array.from({ length: c }, () => [...kx, ...ky]).flat();
+  const grad = conv(g, x, g.constant(k, [2 * c, 1, 3, 3], 'prewitt_xy'), undefined, c);
+  const sq = reshape(g, g.op('Mul', [grad, grad]), [n, c, 2, h * w]);
+  return g.op('ReduceSum', [sq, g.int64([2])], [n, c, h * w], { keepdims: 0 });
 }
 
-/** MSGMS anomaly map [N,1,H,W] of restored vs original (both [N,3,H,W]). */
-function emitMsgms(g: Graph, restored: string, original: string, c: number, scales: number): string {
-  const [n, ch, h, w] = g.shape(restored) as [Dim, number, number, number];
-  let y = restored, x = original;
+/**
+ * MSGMS minus one, summed over scales, at full size: [N,1,S*S] holding
+ * `-(1/scales) sum_s up(mean_c gms_s)` (the caller adds the 1; `msgms = 1 + this`), from `pair`
+ * = [N,6,S,S], the original's 3 channels then the restoration's.
+ *
+ * With eY = gx^2 + gy^2 of the restoration and eX of the original, the official
+ * `gms = (2 gmY gmX + c) / (gmY^2 + gmX^2 + c)` (gm = sqrt(e + 1e-12)) is computed as
+ * `2 (sqrt(eY eX) + c/2) / (eY + eX + c)`: the 1e-12 moves gms by < 1e-9 and is below float32's
+ * resolution next to c in the denominator. The factor 2, the channel mean and the 1/scales are one [1,3]
+ * MatMul, and the coarse scales are upsampled after that mean (1 channel, not 3: the mean and the
+ * linear Resize commute).
+ */
+function emitMsgms(g: Graph, pair: string, c: number, scales: number): string {
+  const [n, ch2, h, w] = g.shape(pair) as [Dim, number, number, number];
+  const ch = ch2 / 2;
+  const weights = g.constant(new Float32Array(ch).fill(-2 / (ch * scales)), [1, ch], 'msgms_channel_mean');
+  let cur = pair;
   let acc: string | undefined;
   for (let s = 0; s < scales; s++) {
+    const L = h >> s, Lw = w >> s;
+    if (s > 0) cur = g.op('AveragePool', [cur], [n, ch2, L, Lw], { kernel_shape: [2, 2], strides: [2, 2] });
+    const [eX, eY] = g.node('Split', [gradientEnergy(g, cur), g.int64([ch, ch])], [[n, ch, L * Lw], [n, ch, L * Lw]], { axis: 1 }) as [string, string];
+    const num = g.op('Add', [g.op('Sqrt', [g.op('Mul', [eY, eX])]), g.scalar(c / 2)]);
+    const den = g.op('Add', [g.op('Add', [eY, eX]), g.scalar(c)]);
+    let m = g.op('MatMul', [weights, g.op('Div', [num, den])], [n, 1, L * Lw]);
     if (s > 0) {
-      const pool = (v: string): string => {
-        const [, , ph, pw] = g.shape(v) as [Dim, number, number, number];
-        return g.op('AveragePool', [v], [n, ch, Math.floor(ph / 2), Math.floor(pw / 2)], { kernel_shape: [2, 2], strides: [2, 2] });
-      };
-      y = pool(y);
-      x = pool(x);
+      const scalesT = g.constant([1, 1, h / L, w / Lw], [4], 'resize_scales');
+      const up = g.op('Resize', [reshape(g, m, [n, 1, L, Lw]), '', scalesT], [n, 1, h, w], { mode: 'linear', coordinate_transformation_mode: 'half_pixel' });
+      m = reshape(g, up, [n, 1, h * w]);
     }
-    const gy = gradientMagnitude(g, y), gx = gradientMagnitude(g, x);
-    const num = g.op('Add', [g.op('Mul', [g.op('Mul', [gy, gx]), g.scalar(2)]), g.scalar(c)]);
-    const den = g.op('Add', [g.op('Add', [g.op('Mul', [gy, gy]), g.op('Mul', [gx, gx])]), g.scalar(c + 1e-12)]);
-    let gms = g.op('Div', [num, den]);
-    if (s > 0) {
-      const [, , sh, sw] = g.shape(gms) as [Dim, number, number, number];
-      const scalesT = g.constant([1, 1, h / sh, w / sw], [4], 'resize_scales');
-      gms = g.op('Resize', [gms, '', scalesT], [n, ch, h, w], { mode: 'linear', coordinate_transformation_mode: 'half_pixel' });
-    }
-    acc = acc === undefined ? gms : g.op('Add', [acc, gms]);
+    acc = acc === undefined ? m : g.op('Add', [acc, m]);
   }
-  return g.op('Sub', [g.scalar(1), g.op('Div', [reduceAttr(g, 'ReduceMean', acc!, [1], true), g.scalar(scales)])]);
+  return acc!;
 }
 
-
-/** Lab (a, b) of an NCHW tensor [N,3,H,W] -> [N,2,H,W] (see `labAB` in score.ts). */
-function emitLabAB(g: Graph, img: string, mode: ScoringSpec['colourMode']): string {
-  const [n, , h, w] = g.shape(img);
-  // x^p as exp(p log x): onnxruntime's Pow with a non-integer exponent is a scalar std::pow per
-  // element (~70 % of the scoring time); Exp and Log are vectorised. Relative error ~1e-7.
-  const pow = (x: string, p: number): string => g.op('Exp', [g.op('Mul', [g.op('Log', [x]), g.scalar(p)])]);
-  const lin = g.op('Where', [
-    g.op('Greater', [img, g.scalar(0.04045)]),
-    pow(g.op('Div', [g.op('Add', [img, g.scalar(0.055)]), g.scalar(1.055)]), 2.4),
-    g.op('Div', [img, g.scalar(12.92)]),
-  ]);
-  // xyz_j = sum_k lin_k M[k][j] as a 1x1 conv with W[j][k] = M[k][j].
-  const wx = new Float32Array(9);
-  for (let k = 0; k < 3; k++) {
-    const rgbIndex = mode === 'rgb' ? 2 - k : k;
-    for (let j = 0; j < 3; j++) wx[j * 3 + k] = RGB_TO_XYZ[j]![rgbIndex]! / D65_WHITE[j]!;
-  }
-  const xyz = g.op('Conv', [lin, g.constant(wx, [3, 3, 1, 1], 'xyz_matrix')], [n!, 3, h!, w!], { kernel_shape: [1, 1] });
-  const thr = g.scalar(0.008856);
-  const f = g.op('Where', [
-    g.op('Greater', [xyz, thr]),
-    pow(g.op('Max', [xyz, thr]), 1 / 3),
-    g.op('Add', [g.op('Mul', [xyz, g.scalar(7.787)]), g.scalar(4 / 29)]),
-  ]);
-  const wab = g.constant([500, -500, 0, 0, 200, -200], [2, 3, 1, 1], 'ab_matrix');
-  return g.op('Conv', [f, wab], [n!, 2, h!, w!], { kernel_shape: [1, 1] });
+/**
+ * CIELAB (a, b) of [N,3,P] pixels -> [N,2,P] (see `labAB` in score.ts), up to a constant that is
+ * the same for a and b of every pixel and image (it cancels in the colour difference).
+ *
+ * Both piecewise steps are written without `Where` (onnxruntime's Where costs ~9 Adds):
+ * `v > t ? p(v) : l(v)` with p(t) = l(t) (continuous at t) equals `p(max(v, t)) + l(min(v, t)) - l(t)`.
+ * - sRGB linearisation, t = 0.04045: p(v) = ((v+0.055)/1.055)^2.4 as Exp(2.4 Log(.)) (Pow with a
+ *   non-integer exponent is a scalar std::pow), l(v) = v/12.92; max(v, t) also keeps Log's
+ *   argument positive for negative restored values. The constant -l(t) passes through the XYZ
+ *   matrix as a bias.
+ * - Lab f, t = 0.008856: p = cbrt, l(x) = 7.787x + 4/29; -l(t) and 4/29 are constants that a and b
+ *   (differences of f) cancel. The CIE branches miss each other by 3.3e-7 at t (rounded
+ *   constants), a step added back below t with a Clip.
+ * The sRGB -> XYZ and f -> (a, b) mixes are [3,3] / [2,3] MatMuls (a 1x1 Conv on 3 channels costs
+ * several times more on onnxruntime-cpu).
+ */
+function emitLabDiff(g: Graph, img: string, mode: ScoringSpec['colourMode']): string {
+  const [n, , p] = g.shape(img) as [Dim, number, number];
+  const t1 = 0.04045, t2 = 0.008856;
+  const hi = g.op('Max', [img, g.scalar(t1)]);
+  const pw = g.op('Exp', [g.op('Mul', [g.op('Log', [g.op('Add', [g.op('Mul', [hi, g.scalar(1 / 1.055)]), g.scalar(0.055 / 1.055)])]), g.scalar(2.4)])]);
+  const lin = g.op('Add', [pw, g.op('Mul', [g.op('Min', [img, g.scalar(t1)]), g.scalar(1 / 12.92)])]);
+  // xyz_j = sum_k lin_k M[k][j] per image (block-diagonal [6,6]); bias_j = -sum_k W[j][k] t1/12.92.
+  const wx = new Float32Array(36), bias = new Float32Array(6);
+  for (let im = 0; im < 2; im++)
+    for (let k = 0; k < 3; k++) {
+      const rgbIndex = mode === 'rgb' ? 2 - k : k;
+      for (let j = 0; j < 3; j++) {
+        const v = RGB_TO_XYZ[j]![rgbIndex]! / D65_WHITE[j]!;
+        wx[(im * 3 + j) * 6 + im * 3 + k] = v;
+        bias[im * 3 + j] -= v * (t1 / 12.92);
+      }
+    }
+  const xyz = g.op('Add', [g.op('MatMul', [g.constant(wx, [6, 6], 'xyz_matrix'), lin], [n, 6, p]), g.constant(bias, [6, 1], 'xyz_bias')]);
+  const cbrt = g.op('Exp', [g.op('Mul', [g.op('Log', [g.op('Max', [xyz, g.scalar(t2)])]), g.scalar(1 / 3)])]);
+  const low = g.op('Min', [xyz, g.scalar(t2)]);
+  const joined = g.op('Add', [cbrt, g.op('Mul', [low, g.scalar(7.787)])]);
+  // The CIE constants are rounded, so the two branches of f miss each other by gap = 3.3e-7 at
+  // t2: subtract it where x < t2 (t2 - min(x, t2) > 0 there, scaled far past gap and clipped).
+  const gap = Math.cbrt(t2) - (7.787 * t2 + 4 / 29);
+  const below = g.op('Clip', [g.op('Mul', [g.op('Sub', [g.scalar(t2), low]), g.scalar(1e30)]), g.scalar(0), g.scalar(gap)], g.shape(low));
+  const f = g.op('Sub', [joined, below]);
+  // (a, b) of the original minus (a, b) of the restoration.
+  const ab = [500, -500, 0, -500, 500, 0, 0, 200, -200, 0, -200, 200];
+  return g.op('MatMul', [g.constant(ab, [2, 6], 'ab_difference'), f], [n, 2, p]);
 }
 
 /**
@@ -241,15 +272,18 @@ export function emitScore(g: Graph, restored: string, original: string, spec: Sc
   const k = spec.smoothKernel;
   if (!Number.isInteger(k) || k < 1 || k % 2 === 0) throw new ConfigError(`scoring.smoothKernel must be an odd positive integer, got ${k}`);
   if (!Number.isInteger(spec.msgmsScales) || spec.msgmsScales < 1) throw new ConfigError(`scoring.msgmsScales must be a positive integer, got ${spec.msgmsScales}`);
-  const [n, , h, w] = g.shape(restored) as [Dim, number, number, number];
+  const [n, ch, h, w] = g.shape(restored) as [Dim, number, number, number];
   if (h % 2 ** (spec.msgmsScales - 1) !== 0) throw new ConfigError(`size ${h} is not divisible by 2^${spec.msgmsScales - 1} (MSGMS scales)`);
-  let raw = emitMsgms(g, restored, original, spec.msgmsC, spec.msgmsScales);
+  if (ch !== 3) throw new ConfigError(`FAIR scoring needs 3-channel images, got ${ch}`);
+  // Both images in one tensor (original first): every elementwise pass below runs once, not twice.
+  const pair = g.op('Concat', [original, restored], [n, 6, h, w], { axis: 1 });
+  let raw = emitMsgms(g, pair, spec.msgmsC, spec.msgmsScales);
   if (spec.colourWeight > 0) {
-    const d = g.op('Sub', [emitLabAB(g, original, spec.colourMode), emitLabAB(g, restored, spec.colourMode)]);
-    const sum = g.op('ReduceSum', [g.op('Mul', [d, d]), g.int64([1])], [n, 1, h, w], { keepdims: 1 });
-    raw = g.op('Add', [raw, g.op('Mul', [sum, g.scalar(spec.colourWeight)])]);
+    const d = emitLabDiff(g, reshape(g, pair, [n, 6, h * w]), spec.colourMode);
+    const colour = g.op('MatMul', [g.constant([spec.colourWeight, spec.colourWeight], [1, 2], 'colour_weight'), g.op('Mul', [d, d])], [n, 1, h * w]);
+    raw = g.op('Add', [raw, colour]);
   }
-  let smooth = raw;
+  let smooth = reshape(g, g.op('Add', [raw, g.scalar(1)]), [n, h, w]);
   if (k > 1) {
     // The zero-padded k x k mean as two MatMuls with a banded [S, S] matrix (1/k where
     // |i - j| <= k/2): B x sums down the columns, x B along the rows, the band ends at the border
@@ -259,10 +293,9 @@ export function emitScore(g: Graph, restored: string, original: string, spec: Sc
     const band = new Float32Array(h * h);
     for (let i = 0; i < h; i++) for (let j = Math.max(0, i - r); j <= Math.min(h - 1, i + r); j++) band[i * h + j] = 1 / k;
     const B = g.constant(band, [h, h], 'box_band');
-    smooth = g.op('MatMul', [g.op('MatMul', [B, raw]), B]);
+    smooth = g.op('MatMul', [g.op('MatMul', [B, smooth]), B]);
   }
-  const map = reshape(g, smooth, [n, h, w]);
-  return { map, score: reduceAttr(g, 'ReduceMax', map, [1, 2], false) };
+  return { map: smooth, score: reduceAttr(g, 'ReduceMax', smooth, [1, 2], false) };
 }
 
 /** Declare the graph input (float32 or uint8 NHWC) and return it as float32 NCHW in [0, 1]. */
