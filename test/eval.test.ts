@@ -18,8 +18,8 @@ import { defaultSpec, type ImageU8 } from '../src/model/types.js';
 import { categoryMetrics, detectorFromModel, evaluateCategory, type EvalItem } from '../src/eval/evaluate.js';
 import { createDetector } from '../src/runtime/detector-engine.js';
 import { aupro, f1Max, imageAuroc, pixelAuroc, tprAtFpr } from '../src/eval/metrics.js';
-import { CSV_COLUMNS, type EvalReport } from '../src/eval/report.js';
-import { composePanels, drawText, heatPosition, jet, mapsRange, solidImage } from '../src/eval/heatmap.js';
+import { CSV_COLUMNS, categoryHeatRange, renderPicture, renderPictureU8, type EvalReport } from '../src/eval/report.js';
+import { composePanels, drawText, heatPosition, jet, mapsRange, solidImage, solidImageU8, toU8 } from '../src/eval/heatmap.js';
 import { inspect } from '../src/operators/index.js';
 import type { Frame } from '../src/streams/frame.js';
 import type { Verdict } from '../src/verdict.js';
@@ -215,6 +215,19 @@ describe('fairline eval', function () {
       assert.equal(!!it.restored, it.label === 1);
       if (it.input) assert.equal(it.input.data.length, S * S * 3);
     }
+    // The kept input is the model's view of the file in 8 bits, and the 8-bit picture (what eval
+    // writes) is the float picture's bytes, with and without threshold, restoration and mask.
+    const range = categoryHeatRange(ev);
+    const mid = (range.lo + range.hi) / 2;
+    for (const it of ev.items.filter((x) => x.input)) {
+      assert.deepEqual(it.input!.data, toU8(await loadModelImage(it.path, S)).data, `${it.path}: kept input`);
+      for (const [item, thr] of [[it, mid], [it, null], [{ ...it, restored: undefined, mask: null }, mid]] as const) {
+        const want = toU8(renderPicture(item, 'widget', S, range, thr));
+        const got = renderPictureU8(item, 'widget', S, range, thr);
+        assert.deepEqual([got.width, got.height], [want.width, want.height]);
+        assert.ok(Buffer.from(got.data).equals(Buffer.from(want.data)), `${it.path}: 8-bit picture (threshold ${thr}, restored ${!!item.restored})`);
+      }
+    }
   });
 
   it('uses the F1-max threshold for a model without one, and fails unreadable images without losing the rest', async () => {
@@ -300,6 +313,10 @@ describe('fairline eval', function () {
       const pic = composePanels([{ image: solidImage(8, 8, [1, 0, 0]), title: 'A' }, { image: solidImage(8, 12, [0, 1, 0]), title: 'B' }], { caption: ['X'], gap: 2, scale: 1 });
       assert.equal(pic.width, 8 + 8 + 3 * 2);
       assert.equal(pic.height, 2 + 10 + 10 + 12 + 2);
+      // 8-bit panels give the 8-bit picture (the float one's bytes); mixing the two is an error.
+      const pic8 = composePanels([{ image: solidImageU8(8, 8, [1, 0, 0]), title: 'A' }, { image: solidImageU8(8, 12, [0, 1, 0]), title: 'B' }], { caption: ['X'], gap: 2, scale: 1 });
+      assert.ok(Buffer.from(pic8.data).equals(Buffer.from(toU8(pic).data)));
+      assert.throws(() => composePanels([{ image: solidImageU8(8, 8, [1, 0, 0]), title: 'A' }, { image: solidImage(8, 8, [1, 0, 0]), title: 'B' }] as never), /mixes/);
     });
   });
 });

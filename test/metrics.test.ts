@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { expectClose, golden, goldenValue } from './helpers.js';
-import { aupro, f1Max, imageAuroc, label8, pixelAuroc, proCurve, rocCurve, tprAtFpr, trapezoid } from '../src/eval/metrics.js';
+import { PixelMetrics, aupro, f1Max, imageAuroc, label8, pixelAuroc, proCurve, rocCurve, sortF32, tprAtFpr, trapezoid } from '../src/eval/metrics.js';
 import { BadInputError, ConfigError } from '../src/errors.js';
 import { createRng } from '../src/model/synthesis/rng.js';
 
@@ -166,6 +166,75 @@ describe('metrics', () => {
     it('throws no_components when no image has a defect', () => {
       const z = [new Float32Array(16)];
       assert.throws(() => aupro([new Float32Array(16)], z), (e: unknown) => e instanceof BadInputError && e.code === 'no_components');
+    });
+  });
+
+  describe('sortF32 and PixelMetrics (the pixel metrics of an evaluation)', () => {
+    it('sortF32 sorts exactly like Float32Array.prototype.sort, bit for bit, on both sides of the radix cut-over', () => {
+      const r = rng(5);
+      for (const n of [0, 1, 7, 2047, 2048, 2049, 5000, 70000]) {
+        const a = new Float32Array(n);
+        for (let i = 0; i < n; i++) {
+          const k = r();
+          // Ties, both zeros, negatives, subnormals, huge values and a narrow score range.
+          a[i] = k < 0.05 ? -0 : k < 0.1 ? 0 : k < 0.25 ? Math.floor(r() * 6) / 4 : k < 0.3 ? -r() * 1e30 : k < 0.35 ? 1e-42 * (r() - 0.5) : 0.3 + 1e-3 * r();
+        }
+        const want = new Uint32Array(a.slice().sort().buffer);
+        const got = new Uint32Array(sortF32(a.slice()).buffer);
+        assert.deepEqual(got, want, `n = ${n}`);
+        // A view into a larger buffer sorts in place and leaves its neighbours alone.
+        const big = new Float32Array(n + 5).fill(9);
+        big.set(a, 3);
+        sortF32(big.subarray(3, 3 + n));
+        assert.deepEqual(new Uint32Array(big.buffer, 12, n), want, `view, n = ${n}`);
+        assert.equal(big[0], 9);
+        assert.equal(big[n + 4], 9);
+      }
+    });
+
+    /** 32x32 images (4096 px each: the radix path) with tied scores and soft mask edges. */
+    function softCase(seed: number): { maps: Float32Array[]; masks: Float32Array[] } {
+      const S = 32;
+      const r = rng(seed);
+      const masks: Float32Array[] = [];
+      const maps: Float32Array[] = [];
+      for (let i = 0; i < 5; i++) {
+        const m = new Float32Array(S * S);
+        if (i % 2 === 1) {
+          for (let y = 4 + i; y < 12 + i; y++) for (let x = 3 * i; x < 3 * i + 6; x++) m[y * S + x] = 1;
+          for (let x = 3 * i; x < 3 * i + 6; x++) m[(12 + i) * S + x] = 0.5; // a soft edge: AUPRO's, not P-AUROC's
+          m[31 * S + 31] = 0.25; // a one-pixel soft component
+        }
+        masks.push(m);
+        maps.push(Float32Array.from(m, (v) => Math.round((r() + 0.6 * v) * 16) / 16));
+      }
+      return { maps, masks };
+    }
+
+    it('gives pixelAuroc and aupro bit for bit whatever order the images come in, and equals the pairwise count', () => {
+      const { maps, masks } = softCase(21);
+      const want = { p: pixelAuroc(maps, masks), a: aupro(maps, masks) };
+      for (const order of [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [3, 4, 1, 0, 2]]) {
+        const pm = new PixelMetrics({ capacity: 100 }); // grows past its capacity
+        for (const i of order) pm.add(i, maps[i]!, masks[i]!, 32, 32);
+        assert.equal(pm.images, 5);
+        assert.equal(pm.pixelAuroc(), want.p, `P-AUROC, order ${order}`);
+        assert.equal(pm.aupro(), want.a, `AUPRO, order ${order}`);
+        assert.equal(pm.proCurve().components, 4); // blob + edge row, and the corner pixel, in images 1 and 3
+      }
+      const flatS = Float32Array.from(maps.flatMap((m) => Array.from(m)));
+      const flatL = Float32Array.from(masks.flatMap((m) => Array.from(m, (v) => (v === 1 ? 1 : 0))));
+      expectClose(want.p, bruteAuc(flatS, flatL), 1e-12, 'pairwise');
+    });
+
+    it('rejects a second add of an image, size mismatches and NaN scores', () => {
+      const pm = new PixelMetrics({ what: 'eval' });
+      pm.add(0, new Float32Array(16), new Float32Array(16), 4, 4);
+      assert.throws(() => pm.add(0, new Float32Array(16), new Float32Array(16), 4, 4), (e: unknown) => e instanceof BadInputError && /added twice/.test(e.message));
+      assert.throws(() => pm.add(1, new Float32Array(16), new Float32Array(9), 4, 4), (e: unknown) => e instanceof BadInputError && e.code === 'bad_shape');
+      assert.throws(() => pm.add(2, Float32Array.of(0, NaN, 0, 0), new Float32Array(4), 2, 2), (e: unknown) => e instanceof BadInputError && e.code === 'bad_score' && /^eval:/.test(e.message));
+      assert.throws(() => pm.pixelAuroc(), (e: unknown) => e instanceof BadInputError && e.code === 'single_class');
+      assert.throws(() => pm.aupro(), (e: unknown) => e instanceof BadInputError && e.code === 'no_components');
     });
   });
 

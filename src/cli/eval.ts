@@ -102,7 +102,9 @@ export async function runEval(o: EvalCliOptions, env: { backend?: string; progre
     progress = env.progress === false ? silentProgress() : createProgress({ total, label: 'eval', json: o.json });
     for (const job of jobs) {
       const model = loadModel(job.modelDir);
-      const detector = await createDetector(model, { engine: o.engine ?? 'auto', threads: o.threads, log: env.progress === false ? undefined : log });
+      // No onnxruntime spinning: the main thread decodes and resizes the next images (and sharp
+      // reads masks) while the graph runs, and spinning pool threads would take their cores.
+      const detector = await createDetector(model, { engine: o.engine ?? 'auto', threads: o.threads, spinning: false, log: env.progress === false ? undefined : log });
       try {
         const t0 = performance.now();
         const ev = await evaluateCategory(job.dataset, detector, { id: model.manifest.id, dir: job.modelDir, threshold: model.manifest.thresholds, ...guardArg(model.manifest, job.modelDir) }, {

@@ -17,16 +17,15 @@ import { DEFAULT_GUARD } from '../config.js';
 import { BadInputError, DatasetError, FairlineError, ModelError } from '../errors.js';
 import type { Dataset, Sample } from '../io/datasets.js';
 import type { LoadedModel } from '../io/artefact.js';
-import { decodeImage, loadMask } from '../io/image.js';
+import { decodeModelImage, loadMaskSized } from '../io/image.js';
 import { FairDetector, TfjsRestorer } from '../model/detector.js';
 import type { GuardStats } from '../model/guard.js';
-import { resizeLinearU8, u8ToF32 } from '../model/resize.js';
 import type { ImageF32, ImageU8 } from '../model/types.js';
 import { unetFromTorch } from '../model/weights.js';
 import { inspect, type DecodeFn, type InspectModel } from '../operators/index.js';
 import { frameKey, type Frame } from '../streams/frame.js';
 import type { Verdict } from '../verdict.js';
-import { aupro, f1Max, imageAuroc, pixelAuroc, tprAtFpr, type OperatingPoint } from './metrics.js';
+import { PixelMetrics, aupro, f1Max, imageAuroc, pixelAuroc, tprAtFpr, type OperatingPoint } from './metrics.js';
 import { toU8 } from './heatmap.js';
 
 /** Which test images keep their input and restoration for pictures. */
@@ -71,15 +70,15 @@ export interface EvalAdapter {
  */
 export function evalAdapter(detector: FairDetector, id: string, opts: { keep?: (frame: Frame) => boolean } = {}): EvalAdapter {
   const size = detector.spec.size;
-  const owner = new Map<ImageF32, { frame: Frame; sourceWidth: number; sourceHeight: number }>();
+  const owner = new Map<ImageF32, { frame: Frame; sourceWidth: number; sourceHeight: number; bytes?: ImageU8 }>();
   const captured = new Map<string, Captured>();
   const decode: DecodeFn = async (frame) => {
     const p = frame.payload;
-    // Same steps as loadModelImage (decode -> OpenCV INTER_LINEAR -> /255), keeping the source size.
-    const u8 = await decodeImage(Buffer.from(p.data.buffer, p.data.byteOffset, p.data.byteLength));
-    const image = u8ToF32(resizeLinearU8(u8, size, size));
-    owner.set(image, { frame, sourceWidth: u8.width, sourceHeight: u8.height });
-    return { image, sourceWidth: u8.width, sourceHeight: u8.height };
+    // loadModelImage (decode -> OpenCV INTER_LINEAR -> /255), keeping the source size.
+    const out = await decodeModelImage(Buffer.from(p.data.buffer, p.data.byteOffset, p.data.byteLength), size);
+    // The 8-bit input of a picture is the decoder's (toU8 of the float image gives the same bytes).
+    owner.set(out.image, { frame, sourceWidth: out.sourceWidth, sourceHeight: out.sourceHeight, ...(opts.keep?.(frame) ? { bytes: out.bytes } : {}) });
+    return { image: out.image, sourceWidth: out.sourceWidth, sourceHeight: out.sourceHeight };
   };
   const model: InspectModel = {
     id,
@@ -93,7 +92,7 @@ export function evalAdapter(detector: FairDetector, id: string, opts: { keep?: (
         if (!o) return;
         const c: Captured = { score: d.score, map: d.map, sourceWidth: o.sourceWidth, sourceHeight: o.sourceHeight };
         if (keepFlags[i]) {
-          c.input = toU8(images[i]!);
+          c.input = o.bytes ?? toU8(images[i]!);
           if (d.restored) c.restored = toU8({ width: size, height: size, channels: 3, data: d.restored });
         }
         captured.set(frameKey(o.frame), c);
@@ -226,8 +225,12 @@ function attempt<T>(name: string, reasons: Record<string, string>, fn: () => T):
  * need both good and anomalous images; pixel metrics also need a mask for every anomalous image.
  * What cannot be computed is null with a reason. P-AUROC counts a pixel positive only when its
  * mask value is exactly 1, AUPRO uses every nonzero pixel (the official binarisations).
+ *
+ * `pixels`: the scored items' maps and masks already gathered (evaluateCategory feeds them while
+ * the model runs); used when it holds exactly the scored items, else the pixel metrics are
+ * computed from the items (same values either way).
  */
-export function categoryMetrics(items: readonly Pick<EvalItem, 'label' | 'score' | 'map' | 'mask'>[]): CategoryMetrics {
+export function categoryMetrics(items: readonly Pick<EvalItem, 'label' | 'score' | 'map' | 'mask'>[], pixels?: PixelMetrics): CategoryMetrics {
   const reasons: Record<string, string> = {};
   const scored = items.filter((it) => it.score !== null && it.map);
   const scores = scored.map((it) => it.score!);
@@ -260,10 +263,15 @@ export function categoryMetrics(items: readonly Pick<EvalItem, 'label' | 'score'
   } else if (withoutMask > 0) {
     reasons.pixel_AUROC = reasons.AUPRO = `${withoutMask} anomalous test image(s) have no ground-truth mask`;
   } else {
-    const maps = scored.map((it) => it.map!);
-    const masks = scored.map((it) => it.mask ?? new Float32Array(it.map!.length));
-    m.pixel_AUROC = attempt('pixel_AUROC', reasons, () => pixelAuroc(maps, masks));
-    m.AUPRO = attempt('AUPRO', reasons, () => aupro(maps, masks));
+    if (pixels && pixels.images === scored.length) {
+      m.pixel_AUROC = attempt('pixel_AUROC', reasons, () => pixels.pixelAuroc());
+      m.AUPRO = attempt('AUPRO', reasons, () => pixels.aupro());
+    } else {
+      const maps = scored.map((it) => it.map!);
+      const masks = scored.map((it) => it.mask ?? new Float32Array(it.map!.length));
+      m.pixel_AUROC = attempt('pixel_AUROC', reasons, () => pixelAuroc(maps, masks));
+      m.AUPRO = attempt('AUPRO', reasons, () => aupro(maps, masks));
+    }
   }
   return m;
 }
@@ -335,6 +343,39 @@ export async function evaluateCategory(
   );
 
   const items: EvalItem[] = new Array(samples.length);
+  // Ground truth at model size, as the official loader reads it. GT is not part of the inspection
+  // graph, but each mask is read as soon as its image's verdict is in, so mask decoding (sharp's
+  // threads) overlaps the model instead of following it. A load's outcome is kept as a value (no
+  // rejected promise waits unobserved); errors are raised after the graph, in image order.
+  const masks = new Map<number, Promise<{ mask: Float32Array; width: number; height: number } | { error: unknown }>>();
+  // Pixel metrics gathered per image as its map and mask are in (see PixelMetrics); dropped on a
+  // bad map, and categoryMetrics then computes them from the items (with their usual errors).
+  let pixels: PixelMetrics | undefined = new PixelMetrics({ capacity: samples.length * size * size });
+  const gather = (item: EvalItem, mask: Float32Array): void => {
+    if (!pixels || !item.map) return;
+    try {
+      pixels.add(item.index, item.map, mask, size, size);
+    } catch {
+      pixels = undefined;
+    }
+  };
+  const startMask = (item: EvalItem): void => {
+    if (item.score === null) return;
+    if (item.label === 0) {
+      item.mask = new Float32Array(size * size);
+      gather(item, item.mask);
+      return;
+    }
+    const path = samples[item.index]!.maskPath;
+    if (!path) return;
+    masks.set(item.index, loadMaskSized(path, size).then(
+      (m) => {
+        if (m.width === item.sourceWidth && m.height === item.sourceHeight) gather(item, m.mask);
+        return m;
+      },
+      (error: unknown) => ({ error }),
+    ));
+  };
   let count = 0;
   // The graph's threshold: the model's, or a placeholder that passes everything until the
   // F1-max threshold is known (verdicts are then recomputed with the same `score >= t` rule).
@@ -346,7 +387,10 @@ export async function evaluateCategory(
         model: adapter.model,
         threshold: graphThreshold,
         context: { line: 'eval', station: ds.category, regions: false },
-        batch: { maxSize: batch, maxWaitMs: 5 },
+        // Full batches only (the last one is flushed at completion): decodes finish one by one,
+        // and a batch timer would hand the model batches of 1-2 while it is busy anyway; the
+        // pull-driven source keeps `readAhead` >= `batch` frames coming, so a batch always fills.
+        batch: { maxSize: batch, maxWaitMs: Infinity },
         mode: 'replay',
         deadline: false,
         ...(model.guard ? { guard: { stats: model.guard, policy: { ...DEFAULT_GUARD, staleFrames: 0 } } } : {}),
@@ -356,6 +400,7 @@ export async function evaluateCategory(
         const c = adapter.take({ sourceId, seq: v.seq });
         const item = toItem(v, s, c, readErrors.get(v.seq));
         items[v.seq] = item;
+        startMask(item);
         count++;
         opts.onImage?.(count, samples.length, item);
         done$.next();
@@ -366,27 +411,23 @@ export async function evaluateCategory(
   done$.complete();
   if (verdicts.length !== samples.length) throw new ModelError('internal', `${ds.category}: ${verdicts.length} verdicts for ${samples.length} images`);
 
-  // Ground truth at model size, as the official loader reads it (after inference: GT is not part
-  // of the inspection graph).
   for (const item of items) {
-    if (item.label === 0) {
-      item.mask = item.map ? new Float32Array(size * size) : undefined;
-      continue;
-    }
+    if (item.label === 0) continue; // zeros, set with its verdict
     const s = samples[item.index]!;
     if (!s.maskPath) {
       item.mask = null;
       continue;
     }
     if (item.score === null) continue;
-    const header = await decodeImage(s.maskPath);
-    if (item.sourceWidth !== undefined && (header.width !== item.sourceWidth || header.height !== item.sourceHeight)) {
-      throw new DatasetError('mask_size', `${ds.category}: mask ${s.maskPath} is ${header.width}x${header.height} but its image ${s.path} is ${item.sourceWidth}x${item.sourceHeight}; they would not line up`);
+    const m = await masks.get(item.index)!;
+    if ('error' in m) throw m.error;
+    if (item.sourceWidth !== undefined && (m.width !== item.sourceWidth || m.height !== item.sourceHeight)) {
+      throw new DatasetError('mask_size', `${ds.category}: mask ${s.maskPath} is ${m.width}x${m.height} but its image ${s.path} is ${item.sourceWidth}x${item.sourceHeight}; they would not line up`);
     }
-    item.mask = await loadMask(s.maskPath, size);
+    item.mask = m.mask;
   }
 
-  const metrics = categoryMetrics(items);
+  const metrics = categoryMetrics(items, pixels);
   let threshold: ThresholdChoice;
   if (model.threshold) threshold = { value: model.threshold.image, source: `model:${model.threshold.method}` };
   else if (metrics.gate.f1Max?.threshold != null) threshold = { value: metrics.gate.f1Max.threshold, source: 'f1-max' };

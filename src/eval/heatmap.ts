@@ -20,6 +20,21 @@ export const GREEN: Bgr = [0.2, 0.7, 0.2];
 const clamp01 = (v: number): number => (v < 0 ? 0 : v > 1 ? 1 : v);
 
 /**
+ * The 8-bit value a float picture value becomes in its file: stored as float32, clipped to
+ * [0, 1], `round(v * 255)`, NaN -> 0 (as `encodePng` / {@link toU8} quantise). The 8-bit drawing
+ * functions below write exactly these bytes, so an 8-bit picture equals its float twin's file.
+ */
+export function toByte(v: number): number {
+  const f = Math.fround(v);
+  return f > 0 ? (f < 1 ? Math.round(f * 255) : 255) : 0;
+}
+
+/** Colour values for an image's storage: floats as given, bytes quantised like {@link toByte}. */
+function inkOf(img: ImageF32 | ImageU8, colour: Bgr): readonly number[] {
+  return img.data instanceof Uint8Array ? colour.map(toByte) : colour;
+}
+
+/**
  * JET colour map (blue -> cyan -> yellow -> red), the map OpenCV's COLORMAP_JET and the official
  * FAIR pictures use, as the usual piecewise-linear formula.
  * @param t value in [0, 1] (clamped)
@@ -127,18 +142,22 @@ export function overlay(base: ImageF32, top: ImageF32, alpha = 0.5): ImageF32 {
  * outside the region (or on the border) gets `colour`.
  * @returns the number of outline pixels drawn
  */
-export function drawContour(img: ImageF32, map: ArrayLike<number>, threshold: number, colour: Bgr = WHITE): number {
+export function drawContour(img: ImageF32 | ImageU8, map: ArrayLike<number>, threshold: number, colour: Bgr = WHITE): number {
   const { width: w, height: h } = img;
   checkMap(map, w, h, 'drawContour');
   if (!Number.isFinite(threshold)) return 0;
-  const inside = (x: number, y: number): boolean => x >= 0 && y >= 0 && x < w && y < h && map[y * w + x]! >= threshold;
+  const ink = inkOf(img, colour);
+  // The region once as bytes; a pixel is on the outline when a 4-neighbour is outside (or off the image).
+  const inside = new Uint8Array(w * h);
+  for (let i = 0; i < w * h; i++) inside[i] = map[i]! >= threshold ? 1 : 0;
   let n = 0;
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
-      if (!inside(x, y)) continue;
-      if (inside(x - 1, y) && inside(x + 1, y) && inside(x, y - 1) && inside(x, y + 1)) continue;
+      const i = y * w + x;
+      if (!inside[i]) continue;
+      if (x > 0 && x < w - 1 && y > 0 && y < h - 1 && inside[i - 1] && inside[i + 1] && inside[i - w] && inside[i + w]) continue;
       const o = (y * w + x) * img.channels;
-      for (let c = 0; c < 3; c++) img.data[o + c] = colour[c]!;
+      for (let c = 0; c < 3; c++) img.data[o + c] = ink[c]!;
       n++;
     }
   }
@@ -173,6 +192,69 @@ export function heatOverlay(input: ImageF32, map: ArrayLike<number>, range: Heat
   const heat: ImageF32 = { width, height, channels: 3, data };
   if (threshold !== null) drawContour(heat, map, threshold, WHITE);
   return heat;
+}
+
+/**
+ * {@link heatOverlay} on an 8-bit input, giving the 8-bit picture: byte for byte
+ * `toU8(heatOverlay(toF32(input), map, range, threshold))`, without the float images (eval
+ * writes one per test image).
+ */
+export function heatOverlayU8(input: ImageU8, map: ArrayLike<number>, range: HeatRange, threshold: number | null): ImageU8 {
+  const { width, height } = input;
+  checkMap(map, width, height, 'heatOverlayU8');
+  if (input.channels !== 3) throw new BadInputError('wrong_size', `heatOverlayU8: input has ${input.channels} channels, need 3`);
+  const src = input.data;
+  const data = new Uint8Array(width * height * 3);
+  // heatPosition and jet inlined (the same float64 operations), the range's case decided once.
+  const { lo, hi, centre } = range;
+  const anchored = centre !== undefined && centre > lo && centre < hi;
+  const c = centre ?? 0;
+  const span = hi - lo || 1;
+  for (let i = 0, o = 0; i < width * height; i++, o += 3) {
+    const m = map[i]!;
+    let t = anchored ? (m < c ? (0.5 * (m - lo)) / (c - lo) : 0.5 + (0.5 * (m - c)) / (hi - c)) : (m - lo) / span;
+    t = t < 0 ? 0 : t > 1 ? 1 : t; // NaN stays NaN here ...
+    const v = t === t ? t : 0; // ... and becomes 0, as in jet()
+    const r = Math.fround(clamp01(1.5 - Math.abs(4 * v - 3)));
+    const g = Math.fround(clamp01(1.5 - Math.abs(4 * v - 2)));
+    const b = Math.fround(clamp01(1.5 - Math.abs(4 * v - 1)));
+    // The float path's input is the byte / 255 in float32 (toF32); the blend is in [0, 1] already.
+    data[o] = Math.round(Math.fround(0.5 * U8_UNIT[src[o]!]! + 0.5 * b) * 255);
+    data[o + 1] = Math.round(Math.fround(0.5 * U8_UNIT[src[o + 1]!]! + 0.5 * g) * 255);
+    data[o + 2] = Math.round(Math.fround(0.5 * U8_UNIT[src[o + 2]!]! + 0.5 * r) * 255);
+  }
+  const heat: ImageU8 = { width, height, channels: 3, data };
+  if (threshold !== null) drawContour(heat, map, threshold, WHITE);
+  return heat;
+}
+
+/** v / 255 as float32, as {@link toF32} stores it. */
+const U8_UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255);
+
+/** {@link maskImage} as 8-bit (the bytes `toU8(maskImage(...))` has). */
+export function maskImageU8(mask: ArrayLike<number>, width: number, height: number): ImageU8 {
+  checkMap(mask, width, height, 'maskImageU8');
+  const data = new Uint8Array(width * height * 3);
+  for (let i = 0; i < width * height; i++) {
+    const v = toByte(clamp01(mask[i]!));
+    data[3 * i] = v;
+    data[3 * i + 1] = v;
+    data[3 * i + 2] = v;
+  }
+  return { width, height, channels: 3, data };
+}
+
+/** {@link solidImage} as 8-bit. */
+export function solidImageU8(width: number, height: number, colour: Bgr): ImageU8 {
+  const data = new Uint8Array(width * height * 3);
+  const [b, g, r] = colour.map(toByte) as [number, number, number];
+  if (data.length === 0) return { width, height, channels: 3, data };
+  data[0] = b;
+  data[1] = g;
+  data[2] = r;
+  // Doubling copies of the filled prefix: log2(pixels) native copies instead of a loop per pixel.
+  for (let filled = 3; filled < data.length; filled *= 2) data.copyWithin(filled, 0, Math.min(filled, data.length - filled));
+  return { width, height, channels: 3, data };
 }
 
 /** A 1-channel mask in [0, 1] as a gray 3-channel image. */
@@ -303,8 +385,9 @@ export function textWidth(text: string, scale = 1): number {
  * @example
  * drawText(picture, 2, 2, 'SCORE 0.123', 2, WHITE);
  */
-export function drawText(img: ImageF32, x: number, y: number, text: string, scale = 1, colour: Bgr = WHITE): void {
+export function drawText(img: ImageF32 | ImageU8, x: number, y: number, text: string, scale = 1, colour: Bgr = WHITE): void {
   const s = Math.max(1, Math.floor(scale));
+  const ink = inkOf(img, colour);
   let cx = x;
   for (const ch of text.toUpperCase()) {
     const g = GLYPHS[ch] ?? GLYPHS['?']!;
@@ -319,7 +402,7 @@ export function drawText(img: ImageF32, x: number, y: number, text: string, scal
             const px = cx + col * s + dx;
             if (px < 0 || px >= img.width) continue;
             const o = (py * img.width + px) * img.channels;
-            for (let c = 0; c < Math.min(3, img.channels); c++) img.data[o + c] = colour[c]!;
+            for (let c = 0; c < Math.min(3, img.channels); c++) img.data[o + c] = ink[c]!;
           }
         }
       }
@@ -336,8 +419,8 @@ export function fitText(text: string, width: number, scale = 1): string {
 }
 
 /** One panel of a composed picture. */
-export interface Panel {
-  image: ImageF32;
+export interface Panel<I extends ImageF32 | ImageU8 = ImageF32> {
+  image: I;
   /** Drawn above the panel. */
   title: string;
 }
@@ -361,9 +444,16 @@ export interface ComposeOptions {
  * const pic = composePanels([{ image: input, title: 'INPUT' }, { image: heat, title: 'HEATMAP' }], { caption: ['SCORE 0.41 REJECT'] });
  * await encodePng(pic, 'pictures/hazelnut/colour_02.png');
  */
-export function composePanels(panels: readonly Panel[], opts: ComposeOptions = {}): ImageF32 {
+export function composePanels(panels: readonly Panel[], opts?: ComposeOptions): ImageF32;
+/** 8-bit panels give the 8-bit picture (the bytes of the float picture's file). */
+export function composePanels(panels: readonly Panel<ImageU8>[], opts?: ComposeOptions): ImageU8;
+export function composePanels(panels: readonly Panel<ImageF32 | ImageU8>[], opts: ComposeOptions = {}): ImageF32 | ImageU8 {
   if (panels.length === 0) throw new BadInputError('bad_picture', 'composePanels: no panels');
-  for (const p of panels) if (p.image.channels !== 3) throw new BadInputError('bad_picture', `composePanels: panel '${p.title}' has ${p.image.channels} channels, need 3`);
+  const bytes = panels[0]!.image.data instanceof Uint8Array;
+  for (const p of panels) {
+    if (p.image.channels !== 3) throw new BadInputError('bad_picture', `composePanels: panel '${p.title}' has ${p.image.channels} channels, need 3`);
+    if (p.image.data instanceof Uint8Array !== bytes) throw new BadInputError('bad_picture', `composePanels: panel '${p.title}' mixes 8-bit and float panels`);
+  }
   const gap = opts.gap ?? 4;
   const maxH = Math.max(...panels.map((p) => p.image.height));
   const scale = opts.scale ?? (maxH >= 192 ? 2 : 1);
@@ -372,12 +462,14 @@ export function composePanels(panels: readonly Panel[], opts: ComposeOptions = {
   const width = panels.reduce((a, p) => a + p.image.width, 0) + gap * (panels.length + 1);
   const top = gap + captions.length * lineH + lineH;
   const height = top + maxH + gap;
-  const out = solidImage(width, height, opts.background ?? [0.12, 0.12, 0.12]);
+  const background = opts.background ?? [0.12, 0.12, 0.12];
+  const out: ImageF32 | ImageU8 = bytes ? solidImageU8(width, height, background) : solidImage(width, height, background);
   captions.forEach((line, i) => drawText(out, gap, gap + i * lineH, fitText(line, width - 2 * gap, scale), scale, opts.captionColour ?? WHITE));
   let x = gap;
   for (const p of panels) {
     drawText(out, x, top - lineH + scale, fitText(p.title, p.image.width, scale), scale, WHITE);
     const { width: w, height: h, data } = p.image;
+    // Same storage type (checked above): a row copy.
     for (let y = 0; y < h; y++) out.data.set(data.subarray(y * w * 3, (y + 1) * w * 3), ((top + y) * width + x) * 3);
     x += w + gap;
   }

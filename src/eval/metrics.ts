@@ -46,6 +46,133 @@ function checkFinite(x: number, what: string, i: number): void {
   if (!Number.isFinite(x)) throw new BadInputError('bad_score', `${what}: non-finite score ${x} at index ${i}`);
 }
 
+/** Below this many values the built-in comparison sort is as fast as the radix passes. */
+const RADIX_MIN = 2048;
+/** Radix digits: 11 + 11 + 10 bits (the top digit of a 32-bit key has 10), three passes. */
+const RADIX_BITS = 11;
+const RADIX = 1 << RADIX_BITS;
+const RADIX_MASK = RADIX - 1;
+
+/**
+ * Sort finite float32 values ascending, in place, in exactly the order of
+ * `Float32Array.prototype.sort` (-0 before +0): an LSD radix sort on the IEEE bits mapped to
+ * order-preserving unsigned keys, 3 passes of 11 bits, O(n) - the metrics sort millions of
+ * pixel scores (97 maps of 256x256 are 6.4 M), where the built-in O(n log n) sort took most of
+ * an evaluation's metric time. Passes where every key has the same digit are skipped (scores in a
+ * narrow range share their top bits). NaN must be rejected before (the callers check finiteness).
+ * Returns `a`.
+ *
+ * @example
+ * sortF32(Float32Array.of(0.5, -1, 0, -0)); // Float32Array [-1, -0, 0, 0.5]
+ */
+export function sortF32(a: Float32Array): Float32Array {
+  const n = a.length;
+  if (n < RADIX_MIN) return a.sort();
+  // The same memory as integers (a Float32Array's offset is always 4-byte aligned).
+  const bits = new Int32Array(a.buffer, a.byteOffset, n);
+  const hist = new Uint32Array(3 * RADIX);
+  toKeys(bits, 0, n, hist);
+  sortKeys(bits, n, hist);
+  return a;
+}
+
+/**
+ * Float bits -> radix keys in place over `[from, to)`, counting each key's three digits into
+ * `hist`. Key: the sign bit flipped for a non-negative value, every bit for a negative one, so
+ * unsigned key order is numeric order (-0 = 0x7fffffff just below +0 = 0x80000000, as sort()
+ * has it).
+ */
+function toKeys(bits: Int32Array, from: number, to: number, hist: Uint32Array): void {
+  for (let i = from; i < to; i++) {
+    const x = bits[i]!;
+    const k = x ^ ((x >> 31) | 0x80000000);
+    bits[i] = k;
+    hist[k & RADIX_MASK]!++;
+    hist[RADIX + ((k >>> RADIX_BITS) & RADIX_MASK)]!++;
+    hist[2 * RADIX + (k >>> (2 * RADIX_BITS))]!++;
+  }
+}
+
+/** Sort the first `n` keys of `bits` (digit counts in `hist`) and turn them back into float bits. */
+function sortKeys(bits: Int32Array, n: number, hist: Uint32Array): void {
+  if (n === 0) return;
+  let src: Int32Array = bits;
+  let dst: Int32Array = new Int32Array(n);
+  const offs = new Uint32Array(RADIX);
+  for (let pass = 0; pass < 3; pass++) {
+    const h = pass * RADIX;
+    const shift = pass * RADIX_BITS;
+    // All keys in one bucket: this digit orders nothing.
+    if (hist[h + ((src[0]! >>> shift) & RADIX_MASK)] === n) continue;
+    let sum = 0;
+    for (let d = 0; d < RADIX; d++) {
+      offs[d] = sum;
+      sum += hist[h + d]!;
+    }
+    for (let i = 0; i < n; i++) {
+      const k = src[i]!;
+      dst[offs[(k >>> shift) & RADIX_MASK]!++] = k;
+    }
+    const t = src;
+    src = dst;
+    dst = t;
+  }
+  // Back to the float bits (inverse of the key map), into `bits`.
+  for (let i = 0; i < n; i++) {
+    const k = src[i]!;
+    bits[i] = k ^ (~(k >> 31) | 0x80000000);
+  }
+}
+
+/**
+ * Float32 values gathered for one radix sort: each value is keyed and its digits counted as it
+ * comes in (so that pass runs while images are still being scored), leaving the scatter passes
+ * for {@link SortBuffer.sorted}. Grows by doubling past `capacity`.
+ */
+class SortBuffer {
+  private f32: Float32Array;
+  private bits: Int32Array;
+  private readonly hist = new Uint32Array(3 * RADIX);
+  /** Values [0, keyed) are radix keys: 0 while the buffer is below RADIX_MIN, else all of them. */
+  private keyed = 0;
+  private done: Float32Array | undefined;
+  n = 0;
+
+  constructor(capacity: number) {
+    this.f32 = new Float32Array(Math.max(16, capacity));
+    this.bits = new Int32Array(this.f32.buffer);
+  }
+
+  /** Append `values[idx[i]]` for i < count. */
+  pushAt(values: ArrayLike<number>, idx: Int32Array, count: number): void {
+    if (this.done) throw new Error('SortBuffer: push after sorted()');
+    const n0 = this.n;
+    if (n0 + count > this.f32.length) {
+      const grown = new Float32Array(Math.max(2 * this.f32.length, n0 + count));
+      grown.set(this.f32.subarray(0, n0));
+      this.f32 = grown;
+      this.bits = new Int32Array(grown.buffer);
+    }
+    const f = this.f32;
+    for (let i = 0; i < count; i++) f[n0 + i] = values[idx[i]!]!;
+    this.n = n0 + count;
+    if (this.n >= RADIX_MIN) {
+      toKeys(this.bits, this.keyed, this.n, this.hist);
+      this.keyed = this.n;
+    }
+  }
+
+  /** The values, ascending in sort() order; sorted once, then cached. */
+  sorted(): Float32Array {
+    if (this.done) return this.done;
+    const out = this.f32.subarray(0, this.n);
+    if (this.keyed === 0) out.sort();
+    else sortKeys(this.bits, this.n, this.hist);
+    this.done = out;
+    return out;
+  }
+}
+
 /** Split scores into sorted positive and negative arrays (float32, ascending). */
 function splitSorted(scores: ArrayLike<number>, labels: Labels, what: string): { pos: Float32Array; neg: Float32Array } {
   if (scores.length !== labels.length) throw new BadInputError('bad_shape', `${what}: ${scores.length} scores but ${labels.length} labels`);
@@ -60,33 +187,38 @@ function splitSorted(scores: ArrayLike<number>, labels: Labels, what: string): {
     if (isPositive(labels[i]!)) pos[p++] = s;
     else neg[q++] = s;
   }
-  pos.sort();
-  neg.sort();
+  sortF32(pos);
+  sortF32(neg);
   return { pos, neg };
 }
 
+const NO_VALUES = new Float32Array(0);
+
 /**
  * Mann-Whitney AUC from ascending-sorted positives and negatives:
- * P(pos > neg) + 0.5 P(pos == neg). One merged sweep, O(nPos + nNeg).
+ * P(pos > neg) + 0.5 P(pos == neg). One merged sweep, O(nPos + nNeg). The negatives may come as
+ * two sorted arrays (`neg2`: pixel AUROC's soft mask edges beside the OK pixels); the counts,
+ * and so every floating-point operation, are those of their merged array.
  */
-function aucSorted(pos: Float32Array, neg: Float32Array, what: string): number {
-  if (pos.length === 0 || neg.length === 0)
-    throw new BadInputError('single_class', `${what}: needs both classes (${pos.length} positive, ${neg.length} negative); AUROC is undefined`);
-  let below = 0; // negatives strictly below the current positive value
-  let j = 0;
+function aucSorted(pos: Float32Array, neg: Float32Array, what: string, neg2: Float32Array = NO_VALUES): number {
+  const nNeg = neg.length + neg2.length;
+  if (pos.length === 0 || nNeg === 0)
+    throw new BadInputError('single_class', `${what}: needs both classes (${pos.length} positive, ${nNeg} negative); AUROC is undefined`);
+  let j = 0, j2 = 0; // negatives strictly below the current positive value: j + j2
   let acc = 0; // sum over positives of (#neg < v + 0.5 #neg == v), exact in float64 up to 2^53
   let i = 0;
   while (i < pos.length) {
     const v = pos[i]!;
     let run = 0;
     while (i < pos.length && pos[i] === v) { i++; run++; }
-    while (j < neg.length && neg[j]! < v) { j++; below++; }
+    while (j < neg.length && neg[j]! < v) j++;
+    while (j2 < neg2.length && neg2[j2]! < v) j2++;
     let eq = 0;
-    let k = j;
-    while (k < neg.length && neg[k] === v) { k++; eq++; }
-    acc += run * (below + 0.5 * eq);
+    for (let k = j; k < neg.length && neg[k] === v; k++) eq++;
+    for (let k = j2; k < neg2.length && neg2[k] === v; k++) eq++;
+    acc += run * (j + j2 + 0.5 * eq);
   }
-  return acc / pos.length / neg.length;
+  return acc / pos.length / nNeg;
 }
 
 function imageGeometry(len: number, opts: MapOptions, what: string): { width: number; height: number } {
@@ -161,30 +293,13 @@ export function imageAuroc(scores: ArrayLike<number>, labels: Labels): number {
 /**
  * Pixel AUROC over all pixels of all images (official: `roc_auc_score(gt.astype(uint8), map)`).
  * A pixel is positive only when its mask value is the full `maskMax` (soft edges count as good).
- * Exact, with ties; O(P log P) time and one float32 copy of the scores.
+ * Exact, with ties; O(P) time (radix sort) and one float32 copy of the scores.
  */
 export function pixelAuroc(maps: MapSet, masks: MaskSet, opts: MapOptions = {}): number {
   const list = pairs(maps, masks, opts, 'pixelAuroc');
-  const full = maskMaxOf(opts);
-  let total = 0, nPos = 0;
-  for (const { mask } of list) {
-    total += mask.length;
-    for (let i = 0; i < mask.length; i++) if (mask[i]! >= full) nPos++;
-  }
-  const pos = new Float32Array(nPos);
-  const neg = new Float32Array(total - nPos);
-  let p = 0, q = 0;
-  for (const { map, mask } of list) {
-    for (let i = 0; i < map.length; i++) {
-      const s = map[i]!;
-      checkFinite(s, 'pixelAuroc', i);
-      if (mask[i]! >= full) pos[p++] = s;
-      else neg[q++] = s;
-    }
-  }
-  pos.sort();
-  neg.sort();
-  return aucSorted(pos, neg, 'pixelAuroc');
+  const acc = new PixelMetrics({ maskMax: opts.maskMax, what: 'pixelAuroc', capacity: list.reduce((a, p) => a + p.map.length, 0) });
+  list.forEach((p, i) => acc.add(i, p.map, p.mask, p.width, p.height));
+  return acc.pixelAuroc();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,77 +379,185 @@ export interface ProCurve {
  * components of the fraction of the component's pixels scoring `> t`. (1, 1) is prepended and
  * the result reversed to ascending FPR.
  *
- * Cost: O(P log P) for the sorts plus O(components x thresholds); memory one float32 per pixel.
+ * Cost: O(P) for the (radix) sorts plus O(components x thresholds); memory one float32 per pixel.
  */
 export function proCurve(maps: MapSet, masks: MaskSet, opts: MapOptions & { thresholds?: number } = {}): ProCurve {
-  const numThresholds = opts.thresholds ?? 5000;
-  if (!Number.isInteger(numThresholds) || numThresholds < 1) throw new ConfigError(`proCurve: thresholds must be a positive integer, got ${numThresholds}`);
+  const numThresholds = checkThresholds(opts.thresholds);
   const list = pairs(maps, masks, opts, 'proCurve');
-  let total = 0;
-  for (const { map } of list) total += map.length;
+  // PRO binarises at mask > 0 whatever maskMax says.
+  const acc = new PixelMetrics({ what: 'proCurve', capacity: list.reduce((a, p) => a + p.map.length, 0) });
+  list.forEach((p, i) => acc.add(i, p.map, p.mask, p.width, p.height));
+  return acc.proCurve(numThresholds);
+}
 
-  // One pass per image: label it, copy its OK scores, and gather each component's scores into
-  // its own array (memory: one float32 per pixel overall, one int32 label per pixel of one image).
-  const ok = new Float32Array(total);
-  const comps: Float32Array[] = [];
-  let nOk = 0;
-  let labels = new Int32Array(0);
-  for (const { map, mask, width, height } of list) {
-    if (labels.length < map.length) labels = new Int32Array(map.length);
-    const lab = label8(mask, width, height, labels.subarray(0, map.length));
-    const sizes = new Int32Array(lab.count + 1);
-    for (let i = 0; i < map.length; i++) {
-      const s = map[i]!;
-      checkFinite(s, 'proCurve', i);
-      const l = lab.labels[i]!;
-      if (l === 0) ok[nOk++] = s;
-      else sizes[l]!++;
+function checkThresholds(t: number | undefined): number {
+  const numThresholds = t ?? 5000;
+  if (!Number.isInteger(numThresholds) || numThresholds < 1) throw new ConfigError(`proCurve: thresholds must be a positive integer, got ${numThresholds}`);
+  return numThresholds;
+}
+
+/** Options of {@link PixelMetrics}. */
+export interface PixelMetricsOptions {
+  /** Mask value of a fully anomalous pixel (default 1), for pixel AUROC's positives. */
+  maskMax?: number;
+  /** Pixels expected over all images (memory is reserved up front; it grows past that). */
+  capacity?: number;
+  /** Name in the error messages of {@link PixelMetrics.add} (default 'pixelMetrics'). */
+  what?: string;
+}
+
+/**
+ * Pixel AUROC and the PRO curve (AUPRO) of a set of images, gathered image by image: `add` sorts
+ * each pixel into its class (OK = mask 0, soft edge, full anomaly), labels the image's GT
+ * components and does the first radix pass on the OK scores, so an evaluation can feed each
+ * image while the model scores the next ones; the two metrics then share one sort of the OK
+ * pixels (pixel AUROC's negatives are the OK pixels plus the soft edges). The results are those
+ * of {@link pixelAuroc} and {@link aupro} on the same images, bit for bit, whatever order the
+ * images come in: components are pooled in image-index order, as the official code does.
+ *
+ * @example
+ * const pm = new PixelMetrics({ capacity: n * 256 * 256 });
+ * pm.add(0, map0, mask0, 256, 256); // ... one call per image, any order
+ * const pAuroc = pm.pixelAuroc(), auPro = pm.aupro();
+ */
+export class PixelMetrics {
+  private readonly full: number;
+  private readonly what: string;
+  /** mask <= 0 (or NaN): AUPRO's OK pixels; pixel AUROC negatives. */
+  private readonly ok: SortBuffer;
+  /** 0 < mask < maskMax: component pixels; pixel AUROC negatives. */
+  private readonly edge = new SortBuffer(1024);
+  /** mask >= maskMax: component pixels; pixel AUROC positives. */
+  private readonly pos = new SortBuffer(1024);
+  /** Each image's GT components (their sorted scores), by image index. */
+  private readonly comps = new Map<number, Float32Array[]>();
+  private readonly seen = new Set<number>();
+  private labels = new Int32Array(0);
+  private idxOk = new Int32Array(0);
+  private idxEdge = new Int32Array(0);
+  private idxPos = new Int32Array(0);
+
+  constructor(opts: PixelMetricsOptions = {}) {
+    this.full = maskMaxOf(opts);
+    this.what = opts.what ?? 'pixelMetrics';
+    this.ok = new SortBuffer(opts.capacity ?? 1 << 16);
+  }
+
+  /** Images added so far. */
+  get images(): number {
+    return this.seen.size;
+  }
+
+  /**
+   * Add image `index` (its place among the images: orders the pooled components): anomaly map
+   * and mask of `width` x `height`, row-major.
+   * @throws BadInputError `bad_shape` (sizes differ, index added twice), `bad_score` (NaN/inf score)
+   */
+  add(index: number, map: ArrayLike<number>, mask: ArrayLike<number>, width: number, height: number): void {
+    const n = width * height;
+    if (map.length !== n || mask.length !== n) throw new BadInputError('bad_shape', `${this.what}: image ${index}: map has ${map.length} values, mask ${mask.length}, expected ${width}x${height}`);
+    if (this.seen.has(index)) throw new BadInputError('bad_shape', `${this.what}: image ${index} added twice`);
+    if (this.idxOk.length < n) {
+      this.idxOk = new Int32Array(n);
+      this.idxEdge = new Int32Array(n);
+      this.idxPos = new Int32Array(n);
     }
-    if (lab.count === 0) continue;
+    const { idxOk, idxEdge, idxPos, full } = this;
+    let nOk = 0, nEdge = 0, nPos = 0;
+    for (let i = 0; i < n; i++) {
+      checkFinite(map[i]!, this.what, i);
+      const m = mask[i]!;
+      if (m >= full) idxPos[nPos++] = i;
+      else if (m > 0) idxEdge[nEdge++] = i;
+      else idxOk[nOk++] = i;
+    }
+    this.seen.add(index);
+    this.ok.pushAt(map, idxOk, nOk);
+    this.edge.pushAt(map, idxEdge, nEdge);
+    this.pos.pushAt(map, idxPos, nPos);
+    if (nEdge + nPos === 0) return;
+    // GT components: 8-connected regions of mask > 0, each one's scores sorted.
+    if (this.labels.length < n) this.labels = new Int32Array(n);
+    const lab = label8(mask, width, height, this.labels.subarray(0, n));
+    const sizes = new Int32Array(lab.count + 1);
+    for (let i = 0; i < n; i++) sizes[lab.labels[i]!]!++;
     const mine: Float32Array[] = [];
     for (let k = 1; k <= lab.count; k++) mine.push(new Float32Array(sizes[k]!));
     const fill = new Int32Array(lab.count + 1);
-    for (let i = 0; i < map.length; i++) {
+    for (let i = 0; i < n; i++) {
       const l = lab.labels[i]!;
       if (l !== 0) mine[l - 1]![fill[l]!++] = map[i]!;
     }
-    for (const c of mine) comps.push(c.sort());
+    for (const c of mine) sortF32(c);
+    this.comps.set(index, mine);
   }
-  const nComp = comps.length;
-  if (nComp === 0) throw new BadInputError('no_components', 'proCurve: no ground-truth components (no anomalous pixels); PRO is undefined');
-  if (nOk === 0) throw new BadInputError('no_ok_pixels', 'proCurve: every pixel is anomalous; FPR is undefined');
-  const okSorted = ok.subarray(0, nOk).sort();
 
-  // Sweep thresholds in increasing order with one pointer per component (the official
-  // GroundTruthComponent.compute_overlap): pointer = #scores <= threshold.
-  const ptr = new Int32Array(nComp);
-  const fprs = new Float64Array(numThresholds + 1);
-  const pros = new Float64Array(numThresholds + 1);
-  const thr = new Float64Array(numThresholds + 1);
-  // numpy linspace(0, M-1, num): step = (M-1)/(num-1), y_i = i*step, last = M-1 exactly, then
-  // floor (astype(int)). Same float64 operations, same positions.
-  const step = numThresholds > 1 ? (nOk - 1) / (numThresholds - 1) : 0;
-  for (let i = 0; i < numThresholds; i++) {
-    const pos = i === numThresholds - 1 ? nOk - 1 : Math.floor(i * step);
-    const t = okSorted[pos]!;
-    let pro = 0;
-    for (let c = 0; c < nComp; c++) {
-      const cs = comps[c]!;
-      let k = ptr[c]!;
-      while (k < cs.length && cs[k]! <= t) k++;
-      ptr[c] = k;
-      pro += 1.0 - k / cs.length;
-    }
-    pro /= nComp;
-    // Stored reversed: index numThresholds - 1 - i of the ascending arrays.
-    fprs[numThresholds - 1 - i] = 1.0 - (pos + 1) / nOk;
-    pros[numThresholds - 1 - i] = pro;
-    thr[numThresholds - 1 - i] = t;
+  /**
+   * Pixel AUROC of the images added (see {@link pixelAuroc}).
+   * @throws BadInputError `single_class` without positive or without negative pixels
+   */
+  pixelAuroc(): number {
+    return aucSorted(this.pos.sorted(), this.ok.sorted(), 'pixelAuroc', this.edge.sorted());
   }
-  fprs[numThresholds] = 1.0;
-  pros[numThresholds] = 1.0;
-  thr[numThresholds] = -Infinity;
-  return { fprs, pros, thresholds: thr, components: nComp, okPixels: nOk };
+
+  /**
+   * The PRO curve of the images added (see {@link proCurve}).
+   * @throws BadInputError `no_components`, `no_ok_pixels`; ConfigError for a bad `numThresholds`
+   */
+  proCurve(numThresholds = 5000): ProCurve {
+    checkThresholds(numThresholds);
+    const comps: Float32Array[] = [];
+    for (const i of [...this.comps.keys()].sort((a, b) => a - b)) comps.push(...this.comps.get(i)!);
+    const nComp = comps.length;
+    if (nComp === 0) throw new BadInputError('no_components', 'proCurve: no ground-truth components (no anomalous pixels); PRO is undefined');
+    const nOk = this.ok.n;
+    if (nOk === 0) throw new BadInputError('no_ok_pixels', 'proCurve: every pixel is anomalous; FPR is undefined');
+    const okSorted = this.ok.sorted();
+
+    // Sweep thresholds in increasing order with one pointer per component (the official
+    // GroundTruthComponent.compute_overlap): pointer = #scores <= threshold.
+    const ptr = new Int32Array(nComp);
+    const fprs = new Float64Array(numThresholds + 1);
+    const pros = new Float64Array(numThresholds + 1);
+    const thr = new Float64Array(numThresholds + 1);
+    // numpy linspace(0, M-1, num): step = (M-1)/(num-1), y_i = i*step, last = M-1 exactly, then
+    // floor (astype(int)). Same float64 operations, same positions.
+    const step = numThresholds > 1 ? (nOk - 1) / (numThresholds - 1) : 0;
+    for (let i = 0; i < numThresholds; i++) {
+      const pos = i === numThresholds - 1 ? nOk - 1 : Math.floor(i * step);
+      const t = okSorted[pos]!;
+      let pro = 0;
+      for (let c = 0; c < nComp; c++) {
+        const cs = comps[c]!;
+        let k = ptr[c]!;
+        while (k < cs.length && cs[k]! <= t) k++;
+        ptr[c] = k;
+        pro += 1.0 - k / cs.length;
+      }
+      pro /= nComp;
+      // Stored reversed: index numThresholds - 1 - i of the ascending arrays.
+      fprs[numThresholds - 1 - i] = 1.0 - (pos + 1) / nOk;
+      pros[numThresholds - 1 - i] = pro;
+      thr[numThresholds - 1 - i] = t;
+    }
+    fprs[numThresholds] = 1.0;
+    pros[numThresholds] = 1.0;
+    thr[numThresholds] = -Infinity;
+    return { fprs, pros, thresholds: thr, components: nComp, okPixels: nOk };
+  }
+
+  /** AUPRO of the images added (see {@link aupro}). */
+  aupro(opts: { fprLimit?: number; thresholds?: number } = {}): number {
+    const limit = checkFprLimit(opts.fprLimit);
+    const curve = this.proCurve(opts.thresholds ?? 5000);
+    return trapezoid(curve.fprs, curve.pros, limit) / limit;
+  }
+}
+
+function checkFprLimit(l: number | undefined): number {
+  const limit = l ?? 0.3;
+  if (!(limit > 0 && limit <= 1)) throw new ConfigError(`aupro: fprLimit must be in (0, 1], got ${limit}`);
+  return limit;
 }
 
 /**
@@ -375,8 +598,7 @@ export function trapezoid(x: ArrayLike<number>, y: ArrayLike<number>, xMax?: num
  * const a = aupro(maps, masks, { fprLimit: 0.3 }); // maps: Float32Array[] of 256*256
  */
 export function aupro(maps: MapSet, masks: MaskSet, opts: MapOptions & { fprLimit?: number; thresholds?: number } = {}): number {
-  const limit = opts.fprLimit ?? 0.3;
-  if (!(limit > 0 && limit <= 1)) throw new ConfigError(`aupro: fprLimit must be in (0, 1], got ${limit}`);
+  const limit = checkFprLimit(opts.fprLimit);
   const curve = proCurve(maps, masks, opts);
   return trapezoid(curve.fprs, curve.pros, limit) / limit;
 }

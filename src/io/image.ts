@@ -13,7 +13,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import sharp from 'sharp';
 import { BadInputError } from '../errors.js';
-import { resizeLinearU8, u8ToF32 } from '../model/resize.js';
+import { resizeDecodedLinearU8, resizeLinearU8, u8ToF32 } from '../model/resize.js';
 import type { ImageF32, ImageU8 } from '../model/types.js';
 
 // Decoded pixels are used once; libvips' operation cache would only hold memory.
@@ -149,7 +149,23 @@ export function decodeRaw(buf: Uint8Array, width: number, height: number, channe
  * @throws BadInputError as `decodeImage`.
  */
 export async function loadModelImage(input: string | Buffer, size: number): Promise<ImageF32> {
-  return u8ToF32(resizeLinearU8(await decodeImage(input), size, size));
+  return (await decodeModelImage(input, size)).image;
+}
+
+/**
+ * {@link loadModelImage} with the size of the image before resizing and the model-size 8-bit BGR
+ * image (`bytes`, before the / 255): the same pixels (decode -> BGR -> OpenCV INTER_LINEAR ->
+ * / 255), but the resize reads libvips' RGB(A) / gray output in place, so the full-size BGR copy
+ * of {@link decodeImage} is never made.
+ *
+ * @example
+ * const { image, sourceWidth, sourceHeight } = await decodeModelImage(pngBytes, 256);
+ * @throws BadInputError as `decodeImage`.
+ */
+export async function decodeModelImage(input: string | Buffer, size: number): Promise<{ image: ImageF32; bytes: ImageU8; sourceWidth: number; sourceHeight: number }> {
+  const { width, height, channels, data } = await decodeNative(input);
+  const bytes = resizeDecodedLinearU8(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width, height, channels, size, size);
+  return { image: u8ToF32(bytes), bytes, sourceWidth: width, sourceHeight: height };
 }
 
 /**
@@ -163,18 +179,32 @@ export async function loadModelImage(input: string | Buffer, size: number): Prom
  * @throws BadInputError as `decodeImage`.
  */
 export async function loadMask(input: string | Buffer, size: number): Promise<Float32Array> {
+  return (await loadMaskSized(input, size)).mask;
+}
+
+/**
+ * {@link loadMask} with the mask file's own size (to check that it lines up with its image),
+ * from the same single decode.
+ * @example
+ * const { mask, width, height } = await loadMaskSized('ground_truth/colour/02_mask.png', 256);
+ * @throws BadInputError as `decodeImage`.
+ */
+export async function loadMaskSized(input: string | Buffer, size: number): Promise<{ mask: Float32Array; width: number; height: number }> {
   const { width, height, channels, data } = await decodeNative(input);
   const n = width * height;
-  const gray = new Uint8Array(n);
+  // A gray mask (MVTec, VisA) is resized as libvips decoded it; others are converted first.
+  let gray = new Uint8Array(data.buffer, data.byteOffset, n);
   if (channels >= 3) {
+    gray = new Uint8Array(n);
     // cv2 RGB2GRAY for uint8: (R*4899 + G*9617 + B*1868 + 2^13) >> 14.
     for (let i = 0, j = 0; i < n; i++, j += channels)
       gray[i] = (data[j]! * 4899 + data[j + 1]! * 9617 + data[j + 2]! * 1868 + 8192) >> 14;
-  } else {
+  } else if (channels === 2) {
+    gray = new Uint8Array(n);
     for (let i = 0, j = 0; i < n; i++, j += channels) gray[i] = data[j]!;
   }
   const resized = resizeLinearU8({ width, height, channels: 1, data: gray }, size, size);
-  return u8ToF32(resized).data;
+  return { mask: u8ToF32(resized).data, width, height };
 }
 
 /** The 8-bit RGB (or gray) pixels of an image for an encoder: BGR -> RGB, floats clipped to [0, 1] and rounded. */
@@ -192,13 +222,19 @@ function filePixels(img: ImageU8 | ImageF32, what: string): ReturnType<typeof sh
       px[i + 1] = q(data[i + 1]!);
       px[i + 2] = q(data[i]!);
     }
+  } else if (channels === 3) {
+    // 8-bit BGR (eval pictures are drawn in bytes): the channel swap only.
+    for (let i = 0; i < data.length; i += 3) {
+      px[i] = data[i + 2]!;
+      px[i + 1] = data[i + 1]!;
+      px[i + 2] = data[i]!;
+    }
   } else {
+    // One channel (gray).
     const isFloat = data instanceof Float32Array;
-    for (let i = 0; i < data.length; i += channels) {
-      for (let c = 0; c < channels; c++) {
-        const v = data[i + (channels === 3 ? 2 - c : 0)]!;
-        px[i + c] = isFloat ? Math.round(Math.min(1, Math.max(0, Number.isNaN(v) ? 0 : v)) * 255) : v;
-      }
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i]!;
+      px[i] = isFloat ? Math.round(Math.min(1, Math.max(0, Number.isNaN(v) ? 0 : v)) * 255) : v;
     }
   }
   return sharp(px, { raw: { width, height, channels } }).toColourspace(channels === 1 ? 'b-w' : 'srgb');
@@ -207,12 +243,14 @@ function filePixels(img: ImageU8 | ImageF32, what: string): ReturnType<typeof sh
 /**
  * Encode an image as PNG (BGR -> RGB for the file; 1-channel stays gray). Float images are
  * clipped to [0, 1] and rounded to 8 bits. Writes `path` when given; always returns the bytes.
+ * `compressionLevel`: zlib level 0-9 (default sharp's 6; lower is faster, same pixels).
  *
  * @example
  * await encodePng(restored, 'out/restored.png');
+ * await encodePng(picture, 'pictures/x.png', { compressionLevel: 3 });
  */
-export async function encodePng(img: ImageU8 | ImageF32, path?: string): Promise<Buffer> {
-  const png = await filePixels(img, 'encodePng').png().toBuffer();
+export async function encodePng(img: ImageU8 | ImageF32, path?: string, opts: { compressionLevel?: number } = {}): Promise<Buffer> {
+  const png = await filePixels(img, 'encodePng').png(opts.compressionLevel !== undefined ? { compressionLevel: opts.compressionLevel } : {}).toBuffer();
   if (path) await writeFile(path, png);
   return png;
 }

@@ -29,6 +29,13 @@ export interface OnnxDetectorOptions {
    * to decode and resize the next frames while the model runs; or on the 'main' thread.
    */
   thread?: 'worker' | 'main';
+  /**
+   * Let onnxruntime's intra-op threads spin (busy-wait) between ops (default true, onnxruntime's
+   * own default). false makes them sleep at once: a little slower for the bare graph, but the
+   * cores stay free for decoding the next frames on the main thread, which is what a pipeline
+   * that decodes and scores at the same time on few cores needs (`fairline eval`).
+   */
+  spinning?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -48,12 +55,15 @@ interface Opened {
   outputNames: readonly string[];
 }
 
-async function openInline(ort: OrtModule, model: Uint8Array | string, providers: string[], threads: number): Promise<Opened | { failed: string[] }> {
+/** onnxruntime's session config entry that turns intra-op spinning off. */
+const NO_SPINNING = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
+
+async function openInline(ort: OrtModule, model: Uint8Array | string, providers: string[], threads: number, spinning: boolean): Promise<Opened | { failed: string[] }> {
   const skipped: string[] = [];
   for (const ep of providers) {
     let session: OrtSession;
     try {
-      session = await ort.InferenceSession.create(model, sessionOptions(ep, threads));
+      session = await ort.InferenceSession.create(model, { ...sessionOptions(ep, threads), ...(spinning ? {} : NO_SPINNING) });
     } catch (err) {
       skipped.push(`${ep}: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
       continue;
@@ -87,7 +97,7 @@ interface WorkerMsg {
   error?: string;
 }
 
-async function openWorker(model: Uint8Array | string, providers: string[], threads: number): Promise<Opened | { failed: string[] }> {
+async function openWorker(model: Uint8Array | string, providers: string[], threads: number, spinning: boolean): Promise<Opened | { failed: string[] }> {
   const w = new Worker(new URL('./onnx-worker.mjs', import.meta.url));
   w.unref();
   const pending = new Map<number, { resolve: (r: Record<string, Float32Array>) => void; reject: (e: Error) => void }>();
@@ -116,7 +126,7 @@ async function openWorker(model: Uint8Array | string, providers: string[], threa
     });
     w.on('exit', (code) => failAll(new BackendError('onnx_disposed', `onnxruntime worker exited (code ${code})`)));
   });
-  w.postMessage({ type: 'init', model, providers, threads });
+  w.postMessage({ type: 'init', model, providers, threads, spinning });
   const m = await ready;
   if (m.type === 'failed') {
     await w.terminate();
@@ -182,7 +192,8 @@ export class OnnxDetectorGraph implements DetectorGraph {
     if (thread !== 'worker' && thread !== 'main') throw new ConfigError(`onnxruntime thread must be 'worker' or 'main', got ${String(thread)}`);
     const wanted = [...(opts.executionProviders ?? ['cpu'])].map((s) => s.toLowerCase());
     if (!wanted.includes('cpu')) wanted.push('cpu');
-    const opened = thread === 'worker' ? await openWorker(model, wanted, threads) : await openInline(ort, model, wanted, threads);
+    const spinning = opts.spinning ?? true;
+    const opened = thread === 'worker' ? await openWorker(model, wanted, threads, spinning) : await openInline(ort, model, wanted, threads, spinning);
     if ('failed' in opened) throw new BackendError('onnx_session', `onnxruntime could not load the detector graph with any provider: ${opened.failed.join('; ')}`);
     for (const s of opened.skipped) opts.log?.(`onnxruntime: skipped ${s}`);
     if (!opened.inputNames.includes(DETECTOR_INPUT) || !opened.outputNames.includes(DETECTOR_SCORE) || !opened.outputNames.includes(DETECTOR_MAP)) {

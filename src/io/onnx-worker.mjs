@@ -18,6 +18,9 @@ parentPort.on('message', async (msg) => {
           interOpNumThreads: 1,
           executionMode: 'sequential',
           graphOptimizationLevel: 'all',
+          // No spinning: idle pool threads sleep at once instead of busy-waiting for the next op,
+          // leaving the cores to the main thread's decoding (see OnnxDetectorOptions.spinning).
+          ...(msg.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
         });
         parentPort.postMessage({ type: 'ready', ep, skipped, inputNames: session.inputNames, outputNames: session.outputNames });
         return;

@@ -73,24 +73,58 @@ function axisTaps(src: number, dst: number, clampWeights: boolean): AxisTaps {
   return { ofs, w };
 }
 
-/** OpenCV's `resizeAreaFast_` for an exact 2x reduction: rounded mean of each 2x2 block. */
-function resizeArea2x(img: ImageU8, width: number, height: number): ImageU8 {
-  const { width: sw, channels: cn, data: src } = img;
+/**
+ * OpenCV's `resizeAreaFast_` for an exact 2x reduction: rounded mean of each 2x2 block. Output
+ * channel c reads source byte `chan[c]` of a pixel of `stride` bytes (as {@link resizeLinearCore}),
+ * so decoded RGB(A) or raw camera pixels reduce to BGR without a full-size conversion pass.
+ */
+function resizeArea2x(src: Uint8Array, sw: number, stride: number, chan: readonly number[], width: number, height: number): ImageU8 {
+  const cn = chan.length;
   const out = new Uint8Array(width * height * cn);
-  const rowStride = sw * cn;
+  const rowStride = sw * stride;
   for (let y = 0; y < height; y++) {
     const r0 = 2 * y * rowStride;
     const r1 = r0 + rowStride;
     let o = y * width * cn;
+    if (cn === 3) {
+      // The common case (BGR out) unrolled: three channel reads of two pixels in two rows.
+      const c0 = chan[0]!, c1 = chan[1]!, c2 = chan[2]!;
+      for (let x = 0; x < width; x++) {
+        const a = r0 + 2 * x * stride, b = a + stride, c = a + rowStride, d = b + rowStride;
+        out[o++] = (src[a + c0]! + src[b + c0]! + src[c + c0]! + src[d + c0]! + 2) >> 2;
+        out[o++] = (src[a + c1]! + src[b + c1]! + src[c + c1]! + src[d + c1]! + 2) >> 2;
+        out[o++] = (src[a + c2]! + src[b + c2]! + src[c + c2]! + src[d + c2]! + 2) >> 2;
+      }
+      continue;
+    }
     for (let x = 0; x < width; x++) {
-      const p = 2 * x * cn;
+      const p = 2 * x * stride;
       for (let c = 0; c < cn; c++) {
-        const i = p + c;
-        out[o++] = (src[r0 + i]! + src[r0 + i + cn]! + src[r1 + i]! + src[r1 + i + cn]! + 2) >> 2;
+        const i = p + chan[c]!;
+        out[o++] = (src[r0 + i]! + src[r0 + i + stride]! + src[r1 + i]! + src[r1 + i + stride]! + 2) >> 2;
       }
     }
   }
   return { width, height, channels: cn, data: out };
+}
+
+/** Pick source byte `chan[c]` of each `stride`-byte pixel (the same-size "resize"). */
+function selectChannels(src: Uint8Array, n: number, stride: number, chan: readonly number[]): Uint8Array {
+  const cn = chan.length;
+  const out = new Uint8Array(n * cn);
+  for (let i = 0, j = 0, o = 0; i < n; i++, j += stride) for (let c = 0; c < cn; c++) out[o++] = src[j + chan[c]!]!;
+  return out;
+}
+
+/**
+ * INTER_LINEAR (with OpenCV's 2x INTER_AREA and same-size cases) of interleaved pixels whose
+ * output channel c is source byte `chan[c]` of a `stride`-byte pixel.
+ */
+function resizeInterleaved(src: Uint8Array, sw: number, sh: number, stride: number, chan: readonly number[], width: number, height: number): ImageU8 {
+  if (sw === width && sh === height) return { width, height, channels: chan.length, data: selectChannels(src, sw * sh, stride, chan) };
+  // cv::resize turns INTER_LINEAR into INTER_AREA when both scales are exactly 2.
+  if (sw === 2 * width && sh === 2 * height) return resizeArea2x(src, sw, stride, chan, width, height);
+  return resizeLinearCore(src, sw, sh, stride, chan, width, height);
 }
 
 /**
@@ -110,9 +144,7 @@ export function resizeLinearU8(img: ImageU8, width: number, height: number): Ima
     throw new BadInputError('wrong_size', `resizeLinearU8: bad target size ${width}x${height}`);
   const { width: sw, height: sh, channels: cn, data: src } = img;
   if (sw === width && sh === height) return { width, height, channels: cn, data: src.slice() };
-  // cv::resize turns INTER_LINEAR into INTER_AREA when both scales are exactly 2.
-  if (sw === 2 * width && sh === 2 * height) return resizeArea2x(img, width, height);
-  return resizeLinearCore(src, sw, sh, cn, Array.from({ length: cn }, (_, c) => c), width, height);
+  return resizeInterleaved(src, sw, sh, cn, Array.from({ length: cn }, (_, c) => c), width, height);
 }
 
 /** Raw camera pixel orders (GStreamer appsink): RGB, BGR (3 or 4 bytes a pixel) or GRAY. */
@@ -136,15 +168,28 @@ export function resizeRawLinearU8(buf: Uint8Array, sw: number, sh: number, chann
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1)
     throw new BadInputError('wrong_size', `resizeRawLinearU8: bad target size ${width}x${height}`);
   const chan = order === 'gray' ? [0, 0, 0] : order === 'rgb' ? [2, 1, 0] : [0, 1, 2];
-  if ((sw === width && sh === height) || (sw === 2 * width && sh === 2 * height)) {
-    // Same size or the INTER_AREA case: the BGR copy first (these are not the hot path).
-    const bgr = new Uint8Array(sw * sh * 3);
-    for (let i = 0, j = 0; i < bgr.length; i += 3, j += channels) {
-      bgr[i] = buf[j + chan[0]!]!; bgr[i + 1] = buf[j + chan[1]!]!; bgr[i + 2] = buf[j + chan[2]!]!;
-    }
-    return resizeLinearU8({ width: sw, height: sh, channels: 3, data: bgr }, width, height);
-  }
-  return resizeLinearCore(buf, sw, sh, channels, chan, width, height);
+  return resizeInterleaved(buf, sw, sh, channels, chan, width, height);
+}
+
+/**
+ * Decoded image pixels as sharp/libvips returns them (`channels` 1 = gray, 2 = gray + alpha,
+ * 3 = RGB, 4 = RGBA) straight to a BGR image of `width` x `height`: exactly
+ * `resizeLinearU8(decodeImage(...), width, height)` (IMREAD_COLOR's BGR, gray replicated, alpha
+ * dropped, then OpenCV INTER_LINEAR), but reading the source bytes in place, so the full-size BGR
+ * copy is never made (a 512x512 PNG: 0.8 M bytes swapped for nothing).
+ *
+ * @example
+ * const { data, info } = await sharp(file).raw().toBuffer({ resolveWithObject: true });
+ * const img = resizeDecodedLinearU8(data, info.width, info.height, info.channels, 256, 256); // BGR
+ * @throws BadInputError('wrong_size') for a buffer that does not fit or a bad size.
+ */
+export function resizeDecodedLinearU8(buf: Uint8Array, sw: number, sh: number, channels: number, width: number, height: number): ImageU8 {
+  if (!Number.isInteger(sw) || !Number.isInteger(sh) || sw < 1 || sh < 1) throw new BadInputError('wrong_size', `decoded image: bad size ${sw}x${sh}`);
+  if (!Number.isInteger(channels) || channels < 1 || channels > 4) throw new BadInputError('wrong_size', `decoded image: unsupported channel count ${channels}`);
+  if (buf.length !== sw * sh * channels) throw new BadInputError('wrong_size', `decoded image: ${buf.length} bytes, expected ${sw}x${sh}x${channels} = ${sw * sh * channels}`);
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1)
+    throw new BadInputError('wrong_size', `resizeDecodedLinearU8: bad target size ${width}x${height}`);
+  return resizeInterleaved(buf, sw, sh, channels, channels >= 3 ? [2, 1, 0] : [0, 0, 0], width, height);
 }
 
 /**
@@ -214,6 +259,9 @@ function resizeLinearCore(src: Uint8Array, sw: number, sh: number, stride: numbe
   return { width, height, channels: cn, data: out };
 }
 
+/** The 256 float32 values of `v / 255` (float64 division, rounded once), for {@link u8ToF32}. */
+const U8_TO_UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255);
+
 /**
  * uint8 -> float32 in [0, 1] (`img / 255.0` in float64, stored as float32, as the official code).
  *
@@ -223,7 +271,8 @@ function resizeLinearCore(src: Uint8Array, sw: number, sh: number, stride: numbe
 export function u8ToF32(img: ImageU8): ImageF32 {
   const { width, height, channels, data } = img;
   const out = new Float32Array(data.length);
-  for (let i = 0; i < data.length; i++) out[i] = data[i]! / 255;
+  // A table of the 256 float32 values of v / 255: the same numbers as the division, without it.
+  for (let i = 0; i < data.length; i++) out[i] = U8_TO_UNIT[data[i]!]!;
   return { width, height, channels, data: out };
 }
 

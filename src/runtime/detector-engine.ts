@@ -19,6 +19,12 @@ export interface DetectorEngine {
   kind: 'onnx' | 'tfjs';
 }
 
+/** {@link createDetectorEngine}'s options: the restorer's, and the detector graph's spinning. */
+export interface DetectorEngineOptions extends CreateRestorerOptions {
+  /** onnxruntime intra-op spinning of the detector graph (default true; see OnnxDetectorOptions.spinning). */
+  spinning?: boolean;
+}
+
 /**
  * Pick the engine: 'onnx' = the whole-detector graph on onnxruntime (error when it cannot load),
  * 'tfjs' = the tfjs UNet, 'auto' (default) = onnx when onnxruntime loads and accepts the graph.
@@ -28,7 +34,7 @@ export interface DetectorEngine {
  * const { engine, kind } = await createDetectorEngine(loaded.tensors, loaded.manifest.spec, { log: console.error });
  * const detector = new FairDetector(loaded.manifest.spec, engine);
  */
-export async function createDetectorEngine(tensors: TorchTensors, spec: FairSpec, opts: CreateRestorerOptions = {}): Promise<DetectorEngine> {
+export async function createDetectorEngine(tensors: TorchTensors, spec: FairSpec, opts: DetectorEngineOptions = {}): Promise<DetectorEngine> {
   const choice = opts.engine ?? 'auto';
   if (!ENGINE_CHOICES.includes(choice)) throw new ConfigError(`unknown engine "${String(choice)}"; expected one of ${ENGINE_CHOICES.join(', ')}`);
   const log = opts.log ?? (() => undefined);
@@ -36,7 +42,7 @@ export async function createDetectorEngine(tensors: TorchTensors, spec: FairSpec
   if (choice !== 'tfjs') {
     try {
       if (choice === 'auto' && !(await isOnnxRuntimeAvailable())) throw new BackendError('onnxruntime_missing', 'onnxruntime-node is not installed or its binding does not load');
-      const graph = await OnnxDetectorGraph.fromTensors(tensors, spec, { threads: opts.threads, executionProviders: opts.providers, foldBatchNorm: opts.foldBatchNorm, log });
+      const graph = await OnnxDetectorGraph.fromTensors(tensors, spec, { threads: opts.threads, executionProviders: opts.providers, foldBatchNorm: opts.foldBatchNorm, spinning: opts.spinning, log });
       log(`detector: whole graph on ${graph.engine} (${graph.threads} thread${graph.threads === 1 ? '' : 's'})`);
       return { engine: graph, kind: 'onnx' };
     } catch (err) {
@@ -53,7 +59,7 @@ export async function createDetectorEngine(tensors: TorchTensors, spec: FairSpec
  * A {@link FairDetector} for a loaded artefact on the chosen engine.
  * @throws ModelError (`bad_model`) when the weights do not fit the spec; see {@link createDetectorEngine}.
  */
-export async function createDetector(model: { dir: string; tensors: TorchTensors; manifest: { spec: FairSpec } }, opts: CreateRestorerOptions = {}): Promise<FairDetector> {
+export async function createDetector(model: { dir: string; tensors: TorchTensors; manifest: { spec: FairSpec } }, opts: DetectorEngineOptions = {}): Promise<FairDetector> {
   const spec = model.manifest.spec;
   const { engine } = await createDetectorEngine(model.tensors, spec, opts);
   try {
