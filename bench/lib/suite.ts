@@ -27,6 +27,7 @@ import { profileTrainingStep, formatProfile } from './profile.js';
 import { fmt, table } from './table.js';
 import { runOnnxStep, runTorch, torchAvailable, type TorchAvailability, type TorchConfig } from './torch.js';
 import { detectorGraphRate, fastScoringRate, graphScoringRate } from './detector-bench.js';
+import { evalBench, type EvalBenchResult } from './eval-bench.js';
 import { OnnxDetectorGraph } from '../../src/io/onnx-detector.js';
 import { decodeRate, guardRate, highpassRate, inferenceRate, pipelineBench, scoringRate, trainingGraphRate, trainingRate, type PipelineRun } from './workloads.js';
 
@@ -411,6 +412,15 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
   const e2eRatioPng = bare ? pipe.capacity.fps / bare.perSecond : undefined;
   const serviceMs = bare ? (8 * 1000) / bare.perSecond : undefined;
 
+  // --- fairline eval on a generated 97-image 512 px set, c = 8 (issue 13) --------------------
+  log('fairline eval: 97 generated 512^2 images, c=8 model, pictures none / anomalous / all...');
+  let evalRun: EvalBenchResult | undefined;
+  try {
+    evalRun = await evalBench({ repeats: o.quick ? 1 : 3, log });
+  } catch (err) {
+    log(`fairline eval bench failed: ${err instanceof Error ? err.message : String(err)}`);
+  }
+
   // --- Report ---------------------------------------------------------------------------------
   const engineNames = [...new Set(inference.flatMap((r) => Object.keys(r.engines)))];
   const cell = (e?: EngineResult): string => (e?.imagesPerSecond ? `${fmt(e.imagesPerSecond)} (${fmt(e.gflops, 0)})` : e?.skipped ? 'skipped' : '-');
@@ -448,6 +458,11 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
   }
   if (e2eRatio !== undefined) console.log(`e2e_ratio (live capacity, raw frames / bare detector graph): ${fmt(e2eRatio)}x; PNG files: ${fmt(e2eRatioPng!)}x; p99 at 80% = ${fmt(pipeRaw.paced.at(-1)!.p99Ms / serviceMs!)}x one batch (raw), ${fmt(pipe.paced.at(-1)!.p99Ms / serviceMs!)}x (PNG)`);
 
+  if (evalRun) {
+    const pic = (m: 'anomalous' | 'all'): string => (evalRun!.picturesMsPerImage[m] !== undefined ? `${fmt(evalRun!.picturesMsPerImage[m]!)} ms (CPU ${fmt(evalRun!.picturesCpuMsPerImage[m] ?? Number.NaN)} ms)` : '-');
+    console.log(`\nfairline eval, ${evalRun.images} generated 512^2 PNG images, c=8 model, ${evalRun.engine} engine, ${evalRun.repeats} round(s): --pictures none ${fmt(evalRun.imagesPerSecond)} images/s (median; best ${fmt(evalRun.imagesPerSecondBest)}), ${fmt(evalRun.cpuMsPerImage)} CPU ms/image; pictures add per picture: anomalous ${pic('anomalous')}, all ${pic('all')}`);
+  }
+
   const ratios = inference.filter((r) => r.ratio).map((r) => r.ratio!);
   const inferenceRatio = ratios.length ? Math.exp(ratios.reduce((a, r) => a + Math.log(r), 0) / ratios.length) : undefined;
   const peak = peakRssMiB();
@@ -483,6 +498,7 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
       raw: { frame: '1280x1024 RGB', threshold: pipeRaw.threshold, capacity: pipeRaw.capacity, paced: pipeRaw.paced },
       png: { frameSide: side, threshold: pipe.threshold, capacity: pipe.capacity, paced: pipe.paced },
     },
+    eval: evalRun,
     peakRssMiB: peak,
     seconds: (Date.now() - started) / 1000,
   };
