@@ -19,12 +19,13 @@ const o = new Command('onnx_train_step')
   .addOption(new Option('--formulation <f>', 'graph formulation (default: fast on cpu, portable on a GPU provider)').choices(['fast', 'portable']))
   .option('--profile <prefix>', 'write onnxruntime\'s per-node profile')
   .option('--no-arena', 'onnxruntime CPU memory arena off')
+  .option('--spinning', 'let onnxruntime\'s intra-op threads busy-wait between ops (the engine\'s default is off)')
   .option('--providers <list>', 'execution providers in order (a GPU provider first selects the portable graph)', (v: string) => v.split(','), ['cpu'])
   .parse(process.argv)
-  .opts<{ width: number; size: number; batch: number; threads?: number; seconds: number; formulation?: 'fast' | 'portable'; profile?: string; providers: string[]; arena: boolean }>();
+  .opts<{ width: number; size: number; batch: number; threads?: number; seconds: number; formulation?: 'fast' | 'portable'; profile?: string; providers: string[]; arena: boolean; spinning?: boolean }>();
 
 const spec = { baseWidth: o.width, inChannels: 1, outChannels: 3 };
-const trainer = await OnnxTrainer.create({ spec, size: o.size, epochs: 10, threads: o.threads, formulation: o.formulation, providers: o.providers, check: false, profile: o.profile, memArena: o.arena });
+const trainer = await OnnxTrainer.create({ spec, size: o.size, epochs: 10, threads: o.threads, formulation: o.formulation, providers: o.providers, check: false, profile: o.profile, memArena: o.arena, spinning: o.spinning ?? false });
 const px = o.size * o.size;
 const x = noise(o.batch * px, 3, 0.4);
 const t = noise(o.batch * px * 3, 4, 0.8, 0.5);
@@ -33,7 +34,7 @@ const r = await measure(() => trainer.step(x, t, o.batch), o.batch, { seconds: o
 if (o.profile) trainer.endProfiling();
 trainer.dispose();
 console.log(JSON.stringify({
-  impl: trainer.name, formulation: trainer.formulation, arena: o.arena, width: o.width, size: o.size, batch: o.batch, threads: o.threads ?? null,
+  impl: trainer.name, formulation: trainer.formulation, arena: o.arena, spinning: o.spinning ?? false, width: o.width, size: o.size, batch: o.batch, threads: o.threads ?? null,
   iterations: r.iterations, seconds: +r.seconds.toFixed(2), images_per_s: +r.perSecond.toFixed(3),
   max_rss_mib: Math.round(process.resourceUsage().maxRSS / 1024),
 }));

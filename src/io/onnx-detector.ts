@@ -55,15 +55,13 @@ interface Opened {
   outputNames: readonly string[];
 }
 
-/** onnxruntime's session config entry that turns intra-op spinning off. */
-const NO_SPINNING = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
 
 async function openInline(ort: OrtModule, model: Uint8Array | string, providers: string[], threads: number, spinning: boolean): Promise<Opened | { failed: string[] }> {
   const skipped: string[] = [];
   for (const ep of providers) {
     let session: OrtSession;
     try {
-      session = await ort.InferenceSession.create(model, { ...sessionOptions(ep, threads), ...(spinning ? {} : NO_SPINNING) });
+      session = await ort.InferenceSession.create(model, sessionOptions(ep, threads, { spinning }));
     } catch (err) {
       skipped.push(`${ep}: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
       continue;

@@ -83,9 +83,15 @@ export interface OnnxEngineOptions {
 /**
  * The session options every fairline graph runs with: one provider, `threads` intra-op threads,
  * sequential execution, all graph optimisations. Callers add their own (e.g. memory pattern).
+ * `spinning: false` lets idle intra-op threads sleep at once instead of busy-waiting for the next
+ * op: what a session wants when other work of the process (decoding, a data worker) shares its
+ * cores.
  */
-export function sessionOptions(ep: string, threads: number): Record<string, unknown> {
-  return { executionProviders: [ep], intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' };
+export function sessionOptions(ep: string, threads: number, opts: { spinning?: boolean } = {}): Record<string, unknown> {
+  return {
+    executionProviders: [ep], intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
+    ...(opts.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
+  };
 }
 
 /** NHWC <-> NCHW for one batch; `c === 1` never reaches here (same bytes). */

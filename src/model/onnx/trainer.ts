@@ -50,6 +50,11 @@ export interface OnnxTrainerOptions {
    * allocator: lower peak RSS (c = 32, batch 8: 3.2 instead of 3.6 GiB), see docs/performance.md.
    */
   memArena?: boolean;
+  /**
+   * Let onnxruntime's intra-op threads busy-wait between ops (default false: `fairline train`'s
+   * data worker shares the cores, and spinning threads take them from it).
+   */
+  spinning?: boolean;
 }
 
 const product = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
@@ -59,14 +64,14 @@ interface Session {
   provider: string;
 }
 
-async function openSession(ort: OrtModule, bytes: Uint8Array, providers: string[], threads: number, profile?: string, arena = true): Promise<Session> {
+async function openSession(ort: OrtModule, bytes: Uint8Array, providers: string[], threads: number, profile?: string, arena = true, spinning = false): Promise<Session> {
   const wanted = providers.map((p) => p.toLowerCase());
   if (!wanted.includes('cpu')) wanted.push('cpu');
   const errors: string[] = [];
   for (const ep of wanted) {
     try {
       const session = await ort.InferenceSession.create(bytes, {
-        ...sessionOptions(ep, threads),
+        ...sessionOptions(ep, threads, { spinning }),
         // The memory-pattern plan allocates on top of the arena from the second run on (2x RSS).
         enableMemPattern: false,
         enableCpuMemArena: arena,
@@ -151,7 +156,7 @@ export class OnnxTrainer implements TrainingEngine {
     }
     const graph = buildTrainStep(opts.spec, stepOptions(opts.size, formulation));
     const t0 = Date.now();
-    const s = await openSession(ort, graph.bytes, providers, threads, opts.profile, opts.memArena ?? true);
+    const s = await openSession(ort, graph.bytes, providers, threads, opts.profile, opts.memArena ?? true, opts.spinning ?? false);
     log(`onnx training: ${formulation} graph, ${graph.nodeCount} nodes, session on ${s.provider} (${threads} thread(s)) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const tf = initial ? tfValuesFromTorch(initial, opts.spec) : initUNetWeights(opts.spec, seed);
     const torch = torchFromTfValues(tf, opts.spec);
