@@ -1,13 +1,13 @@
 /**
- * Timings of the wasm training kernels (src/model/wasm/kernels.ts) against the stock tfjs-backend-wasm
+ * Timings of the wasm training kernels (src/model/tfjs/wasm/kernels.ts) against the stock tfjs-backend-wasm
  * 4.22 kernels they replace. Small on purpose (shared 2-core box): one warm-up, median of 3.
  *
  *   node --import tsx bench/kernels.ts            # threads: all CPUs (threaded-simd build)
  *   FAIRLINE_WASM_THREADS=1 node --import tsx bench/kernels.ts
  */
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../src/model/backend.js';
-import { stockWasmKernel } from '../src/model/wasm/kernels.js';
+import { initBackend } from '../src/model/tfjs/backend.js';
+import { stockWasmKernel } from '../src/model/tfjs/wasm/kernels.js';
 
 const info = await initBackend({ backend: 'wasm', log: (m) => console.log(m) });
 

@@ -25,7 +25,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { parseConfig } from '../src/config.js';
 import { saveModel } from '../src/io/artefact.js';
 import { defaultSpec } from '../src/model/types.js';
-import { createUNet } from '../src/model/unet.js';
+import { createUNet } from '../src/model/tfjs/unet.js';
 import { unetToTorch } from '../src/model/weights.js';
 import { startStation, type VerdictSink } from '../src/runtime/station.js';
 import type { Verdict } from '../src/verdict.js';

@@ -1,5 +1,5 @@
 /**
- * Backend selection (src/model/backend.ts) and the wasm loader (src/model/wasm/loader.ts).
+ * Backend selection (src/model/tfjs/backend.ts) and the wasm loader (src/model/tfjs/wasm/loader.ts).
  * On this machine @tensorflow/tfjs-node(-gpu) are not installed, so 'auto' must land on wasm
  * and say why tensorflow was skipped.
  */
@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError } from '../src/errors.js';
-import { currentBackend, initBackend, useBackend } from '../src/model/backend.js';
-import { createThreadedModule, wasmSmokeTest, withTimeout } from '../src/model/wasm/loader.js';
+import { currentBackend, initBackend, useBackend } from '../src/model/tfjs/backend.js';
+import { createThreadedModule, wasmSmokeTest, withTimeout } from '../src/model/tfjs/wasm/loader.js';
 import { REPO_ROOT } from './helpers.js';
 
 /** Run `fn` with env vars set (undefined deletes), restoring them afterwards. */
@@ -118,7 +118,7 @@ describe('compute backend selection', function () {
 
 /** initBackend() in a fresh `node -e` process (ESM input, tsx loader); returns its BackendInfo. */
 function initInChild(env: Record<string, string>): { info: { name: string; provider: string; threads: number }; ms: number } {
-  const url = pathToFileURL(join(REPO_ROOT, 'src/model/backend.ts')).href;
+  const url = pathToFileURL(join(REPO_ROOT, 'src/model/tfjs/backend.ts')).href;
   const script = `import { initBackend } from '${url}'; console.log('INFO ' + JSON.stringify(await initBackend()));`;
   const t0 = Date.now();
   const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {

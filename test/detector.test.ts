@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { FairDetector, TfjsRestorer, validateModelImage } from '../src/model/detector.js';
+import { FairDetector, validateModelImage } from '../src/model/detector.js';
+import { TfjsRestorer } from '../src/model/tfjs/restorer.js';
 import { OnnxRestorer } from '../src/runtime/restorers.js';
-import { createUNet } from '../src/model/unet.js';
+import { createUNet } from '../src/model/tfjs/unet.js';
 import { unetToTorch } from '../src/model/weights.js';
 import { exportUNetOnnx } from '../src/model/onnx-export.js';
 import { OnnxEngine } from '../src/io/onnx-engine.js';

@@ -12,7 +12,7 @@ import { planEval, runEval } from '../src/cli/eval.js';
 import { saveModel, loadModel } from '../src/io/artefact.js';
 import { readDataset } from '../src/io/datasets.js';
 import { encodePng, loadMask, loadModelImage } from '../src/io/image.js';
-import { createUNet } from '../src/model/unet.js';
+import { createUNet } from '../src/model/tfjs/unet.js';
 import { unetToTorch } from '../src/model/weights.js';
 import { defaultSpec, type ImageU8 } from '../src/model/types.js';
 import { categoryMetrics, detectorFromModel, evaluateCategory, type EvalItem } from '../src/eval/evaluate.js';

@@ -22,7 +22,7 @@ import { DEFAULT_GUARD } from '../src/config.js';
 import { evaluateCategory } from '../src/eval/evaluate.js';
 import { listImages, readDataset } from '../src/io/datasets.js';
 import { decodeImage } from '../src/io/image.js';
-import { useBackend } from '../src/model/backend.js';
+import { useBackend } from '../src/model/tfjs/backend.js';
 import { resizeLinearU8 } from '../src/model/resize.js';
 import type { ImageU8 } from '../src/model/types.js';
 import type { GuardPolicy } from '../src/operators/guard.js';

@@ -14,7 +14,7 @@ import { cameraGuard, parseConfig, type GuardConfig } from '../src/config.js';
 import { BadInputError, ConfigError, ModelError } from '../src/errors.js';
 import { readManifest, saveModel, updateManifest } from '../src/io/artefact.js';
 import { createMetrics, metricsHooks } from '../src/metrics.js';
-import { useBackend } from '../src/model/backend.js';
+import { useBackend } from '../src/model/tfjs/backend.js';
 import {
   GUARD_FEATURES, GUARD_K_MIN, fitGuard, frameSignature, guardFeatures, guardStatsProblems, judgeGuard, signatureDistance, type GuardStats,
 } from '../src/model/guard.js';

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { BadInputError } from '../src/errors.js';
-import { useBackend } from '../src/model/backend.js';
-import { fairLoss, gaussian1d, ssim, ssimRange } from '../src/model/loss.js';
+import { useBackend } from '../src/model/tfjs/backend.js';
+import { fairLoss, gaussian1d, ssim, ssimRange } from '../src/model/tfjs/loss.js';
 import { expectClose, golden, goldenValue, nchwToNhwc } from './helpers.js';
 
 function goldenImage(caseName: string, entry: string): tf.Tensor4D {

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { loadOrt, type OrtModule } from '../src/io/onnx-engine.js';
-import { useBackend } from '../src/model/backend.js';
+import { useBackend } from '../src/model/tfjs/backend.js';
 import { DIFFERENTIABLE_OPS, gradients, type GradOptions } from '../src/model/onnx/autodiff.js';
 import { Graph, type Dim } from '../src/model/onnx/graph.js';
 import { bnReluTrain, concat, conv, maxPool2, reduce, reshape, split, transpose, upsample2 } from '../src/model/onnx/ops.js';

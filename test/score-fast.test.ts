@@ -1,12 +1,12 @@
 /**
  * Typed-array scoring (src/model/score-fast.ts) vs the official golden map and score, and vs the
- * tensor path (src/model/score.ts) on random, unclamped restorations and other settings.
+ * tensor path (src/model/tfjs/score.ts) on random, unclamped restorations and other settings.
  */
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { BadInputError, ConfigError } from '../src/errors.js';
 import { scoreArrays } from '../src/model/score-fast.js';
-import { scoreBatch } from '../src/model/score.js';
+import { scoreBatch } from '../src/model/tfjs/score.js';
 import { DEFAULT_SCORING, type ScoringSpec } from '../src/model/types.js';
 import { expectArraysClose, golden, goldenValue, nchwToNhwc } from './helpers.js';
 

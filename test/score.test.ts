@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { expectArraysClose, expectClose, golden, goldenValue, nchwToNhwc } from './helpers.js';
-import { colourTerm, labAB, meanFilter, msgms, scoreBatch, scoreToArrays } from '../src/model/score.js';
+import { colourTerm, labAB, meanFilter, msgms, scoreBatch, scoreToArrays } from '../src/model/tfjs/score.js';
 import { DEFAULT_SCORING, type ScoringSpec } from '../src/model/types.js';
 import { BadInputError, ConfigError } from '../src/errors.js';
 

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { useBackend } from '../src/model/backend.js';
+import { useBackend } from '../src/model/tfjs/backend.js';
 import { loadModel } from '../src/io/artefact.js';
 import { train, type TrainOptions } from '../src/train/loop.js';
 import { epochBatches } from '../src/train/plan.js';

@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { useBackend } from '../src/model/backend.js';
-import { createUNet } from '../src/model/unet.js';
+import { useBackend } from '../src/model/tfjs/backend.js';
+import { createUNet } from '../src/model/tfjs/unet.js';
 import { unetFromTorch, unetToTorch } from '../src/model/weights.js';
-import { Trainer } from '../src/model/train.js';
+import { Trainer } from '../src/model/tfjs/trainer.js';
 import { createRng } from '../src/model/synthesis/rng.js';
 
 const SPEC = { baseWidth: 4, inChannels: 1, outChannels: 3 };

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, ModelError } from '../src/errors.js';
-import { createUNet, unetLayout, type UNet } from '../src/model/unet.js';
-import { multiStepLr, Trainer } from '../src/model/train.js';
+import { createUNet, unetLayout, type UNet } from '../src/model/tfjs/unet.js';
+import { multiStepLr, Trainer } from '../src/model/tfjs/trainer.js';
 import { unetFromTorch, unetToTorch } from '../src/model/weights.js';
 import { diffStats, expectArraysCloseRel } from './helpers.js';
 

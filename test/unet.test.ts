@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { BadInputError, ModelError } from '../src/errors.js';
-import { useBackend } from '../src/model/backend.js';
+import { useBackend } from '../src/model/tfjs/backend.js';
 import { readTorchWeights, writeTorchWeights } from '../src/io/weights.js';
-import { createUNet, parameterCount, paramDefs, UNet } from '../src/model/unet.js';
+import { createUNet, parameterCount, paramDefs, UNet } from '../src/model/tfjs/unet.js';
 import { tensorsFromFlat, unetFromTorch, unetToTorch, type TorchTensors } from '../src/model/weights.js';
 import { expectArraysCloseRel, GOLDEN_DIR, golden, goldenIndex, nchwToNhwc, readF32 } from './helpers.js';
 

@@ -19,7 +19,7 @@ import { ConfigValidationError, parseConfig } from '../src/config.js';
 import { ConfigError, ModelError, SourceError } from '../src/errors.js';
 import { loadModel, updateManifest } from '../src/io/artefact.js';
 import { createMetrics } from '../src/metrics.js';
-import { useBackend } from '../src/model/backend.js';
+import { useBackend } from '../src/model/tfjs/backend.js';
 import { loadInspectModel } from '../src/runtime/model.js';
 import { formatReport, type ReplayReport } from '../src/runtime/replay.js';
 import { trackSource } from '../src/runtime/source-state.js';

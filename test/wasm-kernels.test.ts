@@ -1,13 +1,13 @@
 /**
- * The wasm training kernels (src/model/wasm/kernels.ts) against the tfjs cpu backend: each
+ * The wasm training kernels (src/model/tfjs/wasm/kernels.ts) against the tfjs cpu backend: each
  * kernel on several shapes, then a tiny UNet-like training graph whose gradients and Adam step
  * must match across backends. Inputs are typed arrays; tensors are built after each switch
  * because a tensor cannot move between backends.
  */
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { useBackend } from '../src/model/backend.js';
-import { WASM_TRAINING_KERNELS } from '../src/model/wasm/kernels.js';
+import { useBackend } from '../src/model/tfjs/backend.js';
+import { WASM_TRAINING_KERNELS } from '../src/model/tfjs/wasm/kernels.js';
 import { diffStats, expectArraysCloseRel } from './helpers.js';
 
 /** Deterministic pseudo-random floats in [-1, 1) (LCG), so both backends see the same data. */

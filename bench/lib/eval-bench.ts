@@ -19,7 +19,7 @@ import { saveModel } from '../../src/io/artefact.js';
 import { loadModelImage } from '../../src/io/image.js';
 import { fitGuard, guardFeatures } from '../../src/model/guard.js';
 import { defaultSpec } from '../../src/model/types.js';
-import { createUNet } from '../../src/model/unet.js';
+import { createUNet } from '../../src/model/tfjs/unet.js';
 import { unetToTorch } from '../../src/model/weights.js';
 import type { PictureMode } from '../../src/eval/evaluate.js';
 

@@ -1,5 +1,5 @@
 /** FLOP counts of the FAIR UNet, for GFLOP/s figures next to images/s. */
-import { unetLayout } from '../../src/model/unet.js';
+import { unetLayout } from '../../src/model/tfjs/unet.js';
 import type { UNetSpec } from '../../src/model/types.js';
 
 /** Side of the feature map a conv runs at, as a divisor of the input size. */

@@ -1,14 +1,14 @@
 /**
  * Kernel-level profile of one UNet training step (forward + backward + Adam) with `tf.profile`:
  * per kernel name, total wall time and share of the step. On wasm the backend timer is wall time
- * around each kernel call, and composite fairline kernels (src/model/wasm/kernels.ts) count as
+ * around each kernel call, and composite fairline kernels (src/model/tfjs/wasm/kernels.ts) count as
  * one kernel; time between kernels (JS glue, tape bookkeeping) shows up as `unaccounted`.
  * Rows named `*__op` or `unnamed scope` are custom-gradient wrappers whose inner kernels are
  * listed too (see `isWrapper`).
  */
 import * as tf from '@tensorflow/tfjs';
-import { createUNet } from '../../src/model/unet.js';
-import { Trainer } from '../../src/model/train.js';
+import { createUNet } from '../../src/model/tfjs/unet.js';
+import { Trainer } from '../../src/model/tfjs/trainer.js';
 
 /**
  * `fusedConv2d__op` and friends, and `unnamed scope` (a `tf.customGrad` op such as the UNet's

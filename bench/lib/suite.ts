@@ -14,10 +14,11 @@
 import { writeFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { isOnnxRuntimeAvailable } from '../../src/io/onnx-engine.js';
-import { initBackend, useBackend, type BackendInfo } from '../../src/model/backend.js';
-import { TfjsRestorer, type DetectorGraph, type Restorer } from '../../src/model/detector.js';
+import { initBackend, useBackend, type BackendInfo } from '../../src/model/tfjs/backend.js';
+import { type DetectorGraph, type Restorer } from '../../src/model/detector.js';
+import { TfjsRestorer } from '../../src/model/tfjs/restorer.js';
 import { defaultSpec, type UNetSpec } from '../../src/model/types.js';
-import { createUNet } from '../../src/model/unet.js';
+import { createUNet } from '../../src/model/tfjs/unet.js';
 import { unetToTorch } from '../../src/model/weights.js';
 import { OnnxRestorer } from '../../src/runtime/restorers.js';
 import { autoMicroBatch } from '../../src/train/loop.js';
@@ -366,7 +367,7 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
     highpass: { what: `FFT Butterworth (fft.js), ${size}^2 BGR -> gray high-pass, batch 8`, msPerFrame: hp.msPerItem },
     scoring: { what: `MSGMS + colour + 21x21 mean + max, typed arrays (tfjs fallback path, score-fast.ts), batch 8`, msPerFrame: scFast.msPerItem },
     ...(scGraph ? { scoring_in_graph: { what: `the same scoring as ops of the ONNX detector graph on onnxruntime-cpu, batch 8`, msPerFrame: scGraph.msPerItem } } : {}),
-    scoring_tfjs: { what: `the same scoring as tfjs ops (score.ts) on tfjs-${backend.name}, batch 8`, msPerFrame: sc.msPerItem },
+    scoring_tfjs: { what: `the same scoring as tfjs ops (tfjs/score.ts) on tfjs-${backend.name}, batch 8`, msPerFrame: sc.msPerItem },
     guard: { what: `domain guard: 61 features of the ${size}^2 BGR frame + range test (src/model/guard.ts)`, msPerFrame: gd.msPerItem },
   };
 

@@ -4,7 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { ConfigError } from '../errors.js';
 import { THRESHOLD_RANGE } from '../thresholds.js';
-import { initBackend, type BackendInfo, type BackendName } from '../model/backend.js';
+import { initBackend, type BackendInfo, type BackendName } from '../model/tfjs/backend.js';
 
 export function intOption(name: string, min = 1): (v: string) => number {
   return (v) => {

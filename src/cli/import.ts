@@ -14,7 +14,7 @@ import { checkOutputDir, floatOption, intOption, log } from './common.js';
 import { ConfigError, ModelError } from '../errors.js';
 import { readManifest, saveModel, type ModelManifest } from '../io/artefact.js';
 import { readTorchWeights } from '../io/weights.js';
-import { paramDefs } from '../model/unet.js';
+import { paramDefs } from '../model/tfjs/unet.js';
 import { DEFAULT_FILTER, DEFAULT_SCORING, filterChannels, type FairSpec, type FilterKind } from '../model/types.js';
 import { inferUNetSpec, unetFromTorch, type TorchTensors } from '../model/weights.js';
 

@@ -18,7 +18,8 @@ import { BadInputError, DatasetError, FairlineError, ModelError } from '../error
 import type { Dataset, Sample } from '../io/datasets.js';
 import type { LoadedModel } from '../io/artefact.js';
 import { decodeModelImage, loadMaskSized } from '../io/image.js';
-import { FairDetector, TfjsRestorer } from '../model/detector.js';
+import { FairDetector } from '../model/detector.js';
+import { TfjsRestorer } from '../model/tfjs/restorer.js';
 import type { GuardStats } from '../model/guard.js';
 import type { ImageF32, ImageU8 } from '../model/types.js';
 import { unetFromTorch } from '../model/weights.js';

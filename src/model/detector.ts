@@ -6,12 +6,10 @@
  * restoration itself. A {@link DetectorGraph} (the whole detector as one ONNX graph) replaces all
  * three.
  */
-import * as tf from '@tensorflow/tfjs';
 import { BadInputError } from '../errors.js';
 import { HighPass } from './highpass.js';
 import { scoreArrays } from './score-fast.js';
 import type { FairSpec, ImageF32 } from './types.js';
-import type { UNet } from './unet.js';
 
 /** Restores BGR images from the high-pass input. */
 export interface Restorer {
@@ -23,25 +21,6 @@ export interface Restorer {
    */
   restore(input: Float32Array, n: number, size: number, cin: number): Promise<Float32Array>;
   dispose(): void;
-}
-
-/** Restoration with the tfjs UNet in eval mode (running BatchNorm statistics). */
-export class TfjsRestorer implements Restorer {
-  readonly engine: string;
-  constructor(readonly unet: UNet) {
-    this.engine = `tfjs-${tf.getBackend()}`;
-  }
-  async restore(input: Float32Array, n: number, size: number, cin: number): Promise<Float32Array> {
-    const y = tf.tidy(() => this.unet.predict(tf.tensor4d(input, [n, size, size, cin])));
-    try {
-      return (await y.data()) as Float32Array;
-    } finally {
-      y.dispose();
-    }
-  }
-  dispose(): void {
-    this.unet.dispose();
-  }
 }
 
 /** Scores, maps (and restorations) of a batch, as one whole-detector call returns them. */
@@ -137,7 +116,7 @@ export class FairDetector {
     }
     const input = this.highpass.fromBgr(batch, n);
     const restored = await this.restorer.restore(input, n, S, this.highpass.channels);
-    // Typed-array scoring (score-fast.ts): the same maps as the tensor path (score.ts), several
+    // Typed-array scoring (score-fast.ts): the same maps as the tensor path (tfjs/score.ts), several
     // times faster than its tfjs ops and without tensors per frame.
     const { maps, scores } = scoreArrays(restored, batch, n, S, this.spec.scoring);
     const out: Detection[] = [];

@@ -1,6 +1,6 @@
 /**
  * The FAIR UNet's layers and parameters as data (pure; no tensors): the one definition both
- * engines build from (tfjs: src/model/unet.ts, ONNX: src/model/onnx/unet.ts), plus the seeded
+ * engines build from (tfjs: src/model/tfjs/unet.ts, ONNX: src/model/onnx/unet.ts), plus the seeded
  * initialisation, so a run starts from the same weights on either engine.
  */
 import type { UNetSpec } from './types.js';

@@ -1,7 +1,7 @@
 /**
  * DRAEM's SSIM constants as FAIR uses them (reference section 5), pure: the 11x11 Gaussian
  * window (sigma 1.5) and the dynamic range L read from the prediction. Shared by the tfjs loss
- * (src/model/loss.ts) and the ONNX training step (src/model/onnx/train-step.ts).
+ * (src/model/tfjs/loss.ts) and the ONNX training step (src/model/onnx/train-step.ts).
  */
 
 /** Window side and sigma of DRAEM's SSIM. */

@@ -1,6 +1,6 @@
 /**
  * The one interface the training graph (src/train/loop.ts) drives, whatever engine computes the
- * step: tfjs (src/model/train.ts, `TfjsTrainer`) or onnxruntime (src/model/onnx/trainer.ts,
+ * step: tfjs (src/model/tfjs/trainer.ts, `TfjsTrainer`) or onnxruntime (src/model/onnx/trainer.ts,
  * `OnnxTrainer`). Weights cross it in PyTorch layout (the artefact's), Adam moments in the
  * checkpoint's layout, so a checkpoint written by one engine resumes on the other.
  */

@@ -8,7 +8,7 @@
  */
 import { ModelError } from '../errors.js';
 import type { UNetSpec } from './types.js';
-import { paramDefs, UNet } from './unet.js';
+import { paramDefs, UNet } from './tfjs/unet.js';
 
 /** A state_dict on typed arrays: PyTorch names and PyTorch layouts (conv OIHW). */
 export type TorchTensors = Record<string, { shape: number[]; data: Float32Array }>;

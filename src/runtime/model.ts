@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BackendError, ConfigError, ModelError } from '../errors.js';
 import { loadModel, type LoadedModel, type ModelManifest, type ThresholdInfo } from '../io/artefact.js';
 import { decodeImage } from '../io/image.js';
-import { initBackend, type BackendName } from '../model/backend.js';
+import { initBackend, type BackendName } from '../model/tfjs/backend.js';
 import { FairDetector, type Detection, type DetectorGraph, type Restorer } from '../model/detector.js';
 import { UNET_SPATIAL_MULTIPLE } from '../model/onnx-export.js';
 import { resizeLinearU8, resizeRawLinearU8, u8ToF32 } from '../model/resize.js';

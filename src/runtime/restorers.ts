@@ -10,10 +10,11 @@
  */
 import { BackendError, ConfigError } from '../errors.js';
 import { OnnxEngine, isOnnxRuntimeAvailable, type OnnxEngineOptions } from '../io/onnx-engine.js';
-import { TfjsRestorer, type Restorer } from '../model/detector.js';
+import { type Restorer } from '../model/detector.js';
+import { TfjsRestorer } from '../model/tfjs/restorer.js';
 import { exportUNetOnnx, type OnnxExportOptions } from '../model/onnx-export.js';
 import type { UNetSpec } from '../model/types.js';
-import { UNet } from '../model/unet.js';
+import { UNet } from '../model/tfjs/unet.js';
 import { unetFromTorch, unetToTorch, type TorchTensors } from '../model/weights.js';
 
 /** Restoration with an onnxruntime-node session ({@link OnnxEngine}). */

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { multiStepLr } from '../model/train.js';
+import { multiStepLr } from '../model/tfjs/trainer.js';
 
 /** One run option whose value differs between a checkpoint and now. */
 export interface OptionChange {

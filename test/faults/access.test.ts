@@ -14,7 +14,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { parseConfig, type FairlineConfig } from '../../src/config.js';
 import { ModelError } from '../../src/errors.js';
 import { loadModel, type ModelManifest } from '../../src/io/artefact.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { loadInspectModel } from '../../src/runtime/model.js';
 import { startStation, type StationSummary } from '../../src/runtime/station.js';
 import type { Verdict } from '../../src/verdict.js';

@@ -15,7 +15,7 @@ import { rmSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { parseConfig } from '../../src/config.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { startStation, type VerdictSink } from '../../src/runtime/station.js';
 import type { Verdict } from '../../src/verdict.js';
 import { freePort } from '../fixtures/nats-server.js';

@@ -12,7 +12,7 @@ import { ConfigError } from '../../src/errors.js';
 import { ConfigValidationError, loadConfig, parseConfig } from '../../src/config.js';
 import { saveModel, type ModelManifest } from '../../src/io/artefact.js';
 import { defaultSpec } from '../../src/model/types.js';
-import { createUNet } from '../../src/model/unet.js';
+import { createUNet } from '../../src/model/tfjs/unet.js';
 import { unetToTorch } from '../../src/model/weights.js';
 import { runFairline } from '../helpers.js';
 import { makeModel, tempDir, TEST_DIR } from '../runtime/fixture.js';

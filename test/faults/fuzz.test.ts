@@ -14,7 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import { from, lastValueFrom, toArray } from 'rxjs';
 import sharp, { type SharpOptions } from 'sharp';
 import { createMetrics, metricsHooks } from '../../src/metrics.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { createRng, type Rng } from '../../src/model/synthesis/rng.js';
 import type { ImageF32 } from '../../src/model/types.js';
 import type { DecodeFn } from '../../src/operators/decode.js';

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { parseConfig } from '../../src/config.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { natsSink, startStation, type VerdictSink } from '../../src/runtime/station.js';
 import type { PublisherStats } from '../../src/streams/nats.js';
 import type { Verdict } from '../../src/verdict.js';

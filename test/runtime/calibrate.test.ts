@@ -9,7 +9,7 @@ import { ConfigError, DatasetError } from '../../src/errors.js';
 import { readManifest } from '../../src/io/artefact.js';
 import { loadModelImage } from '../../src/io/image.js';
 import { listImages } from '../../src/io/datasets.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { loadInspectModel, type RuntimeModel } from '../../src/runtime/model.js';
 import { calibrateF1 } from '../../src/thresholds.js';
 import { SAMPLE_DATA } from '../helpers.js';

@@ -7,7 +7,7 @@ import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigValidationError, parseConfig } from '../../src/config.js';
 import { readManifest } from '../../src/io/artefact.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { checkStation } from '../../src/runtime/check.js';
 import { makeModel, tempDir, TEST_DIR } from './fixture.js';
 

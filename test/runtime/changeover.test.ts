@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { loadConfig } from '../../src/config.js';
 import { readManifest } from '../../src/io/artefact.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { startStation, type CameraSummary, type StationSummary } from '../../src/runtime/station.js';
 import { isVerdict, type Verdict } from '../../src/verdict.js';
 import { startNatsServer, type NatsServerHandle } from '../fixtures/nats-server.js';

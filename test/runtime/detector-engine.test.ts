@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { loadModel } from '../../src/io/artefact.js';
 import { loadModelImage } from '../../src/io/image.js';
 import { OnnxDetectorGraph } from '../../src/io/onnx-detector.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import type { ImageF32 } from '../../src/model/types.js';
 import { createDetector } from '../../src/runtime/detector-engine.js';
 import { loadInspectModel } from '../../src/runtime/model.js';

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { saveModel, type ModelManifest, type ThresholdInfo } from '../../src/io/artefact.js';
 import { defaultSpec, type ImageF32 } from '../../src/model/types.js';
-import { createUNet } from '../../src/model/unet.js';
+import { createUNet } from '../../src/model/tfjs/unet.js';
 import { unetToTorch } from '../../src/model/weights.js';
 import { SAMPLE_DATA } from '../helpers.js';
 

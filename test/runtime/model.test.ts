@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ConfigError, ModelError } from '../../src/errors.js';
 import { readManifest, writeManifest } from '../../src/io/artefact.js';
 import { decodeImage, loadModelImage } from '../../src/io/image.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { checkModel, frameDecoder, loadInspectModel, resolveThreshold } from '../../src/runtime/model.js';
 import type { Frame } from '../../src/streams/frame.js';
 import { makeModel, tempDir, TEST_DIR } from './fixture.js';

@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { expandEnv, parseConfig, type FairlineConfig } from '../../src/config.js';
 import { ModelError } from '../../src/errors.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { startStation, streamSink, type VerdictSink } from '../../src/runtime/station.js';
 import { isVerdict, type Verdict } from '../../src/verdict.js';
 import { startNatsServer, type NatsServerHandle } from '../fixtures/nats-server.js';

@@ -8,7 +8,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { formatVerdictLine, watchSubject } from '../../src/cli/watch.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { loadInspectModel, type RuntimeModel } from '../../src/runtime/model.js';
 import { replay } from '../../src/runtime/replay.js';
 import { listImageFiles } from '../../src/runtime/sources.js';

@@ -12,7 +12,7 @@ import { type FairlineError } from '../../src/errors.js';
 import { captureId } from '../../src/io/captures.js';
 import { extraNormalImages } from '../../src/io/datasets.js';
 import { loadModel } from '../../src/io/artefact.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { loadInspectModel } from '../../src/runtime/model.js';
 import { Recorder } from '../../src/streams/recorder.js';
 import type { Verdict } from '../../src/verdict.js';

@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { parse as parseYaml } from 'yaml';
 import { expandEnv, parseConfig } from '../../src/config.js';
 import { scanCaptures } from '../../src/io/captures.js';
-import { useBackend } from '../../src/model/backend.js';
+import { useBackend } from '../../src/model/tfjs/backend.js';
 import { startStation, type VerdictSink } from '../../src/runtime/station.js';
 import type { Verdict } from '../../src/verdict.js';
 import { REPO_ROOT } from '../helpers.js';

@@ -13,7 +13,7 @@
  *   removes DC anyway, and centring shrinks the partial sums so float32 stays within ~1e-6 of the
  *   float64 FFT. Sobel: reflect-101 `Pad` + 3x3 `Conv`;
  * - the UNet: {@link emitUNet}, the one definition the UNet export and the training step use;
- * - scoring (src/model/score.ts), on the original and the restoration concatenated into one
+ * - scoring (src/model/tfjs/score.ts is the tensor reference), on the original and the restoration concatenated into one
  *   6-channel tensor so each elementwise pass runs once: Prewitt/3 gradients as one depthwise
  *   conv, MSGMS over `msgmsScales` scales (2x2 average pool, half-pixel bilinear `Resize` of the
  *   channel mean back), Lab a/b (sRGB -> XYZ and f -> a/b as small MatMuls, the piecewise steps
@@ -216,7 +216,7 @@ function emitMsgms(g: Graph, pair: string, c: number, scales: number): string {
 }
 
 /**
- * CIELAB (a, b) of [N,3,P] pixels -> [N,2,P] (see `labAB` in score.ts), up to a constant that is
+ * CIELAB (a, b) of [N,3,P] pixels -> [N,2,P] (see `labAB` in src/model/tfjs/score.ts), up to a constant that is
  * the same for a and b of every pixel and image (it cancels in the colour difference).
  *
  * Both piecewise steps are written without `Where` (onnxruntime's Where costs ~9 Adds):
@@ -264,7 +264,7 @@ function emitLabDiff(g: Graph, img: string, mode: ScoringSpec['colourMode']): st
 
 /**
  * FAIR scoring of restored vs original (both NCHW BGR [N,3,S,S]): `map` [N,S,S] and `score` [N]
- * (src/model/score.ts `scoreBatch`).
+ * (src/model/tfjs/score.ts `scoreBatch`).
  * @example
  * const { map, score } = emitScore(g, restored, original, spec.scoring);
  */

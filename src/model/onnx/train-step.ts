@@ -1,6 +1,6 @@
 /**
  * One FAIR training step as ONE ONNX inference graph (reference section 5; tfjs twin:
- * src/model/train.ts): the UNet forward in training mode, `MSE + (1 - SSIM)` with DRAEM's SSIM
+ * src/model/tfjs/trainer.ts): the UNet forward in training mode, `MSE + (1 - SSIM)` with DRAEM's SSIM
  * (11x11 Gaussian window, sigma 1.5, dynamic range L from the prediction, treated as a constant),
  * the backward pass derived by src/model/onnx/autodiff.ts, PyTorch's Adam update and the
  * BatchNorm running statistics (momentum 0.1, unbiased batch variance).
@@ -173,7 +173,7 @@ export function buildTrainStep(spec: UNetSpec, opts: TrainStepOptions): TrainSte
         if (opts.exposeGradients) g.output(g.op('Identity', [grad]), `grad:${def.name}`);
         const m = g.input(`m:${def.name}`, shape);
         const v = g.input(`v:${def.name}`, shape);
-        // PyTorch's single-tensor Adam, in the float order of src/model/train.ts.
+        // PyTorch's single-tensor Adam, in the float order of src/model/tfjs/trainer.ts.
         const m1 = g.op('Add', [g.op('Mul', [m, g.scalar(hyper.beta1)]), g.op('Mul', [grad, g.scalar(1 - hyper.beta1)])]);
         const v1 = g.op('Add', [g.op('Mul', [v, g.scalar(hyper.beta2)]), g.op('Mul', [g.op('Mul', [grad, grad]), g.scalar(1 - hyper.beta2)])]);
         const denom = g.op('Add', [g.op('Div', [g.op('Sqrt', [v1]), bc2Sqrt]), g.scalar(hyper.eps)]);

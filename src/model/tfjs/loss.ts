@@ -12,10 +12,10 @@
  * - the SSIM map is averaged over everything (batch, channels, pixels).
  */
 import * as tf from '@tensorflow/tfjs';
-import { BadInputError } from '../errors.js';
+import { BadInputError } from '../../errors.js';
 
-export { SSIM_WINDOW, SSIM_SIGMA, gaussian1d, ssimRange } from './ssim-window.js';
-import { SSIM_WINDOW, gaussian1d, ssimRange } from './ssim-window.js';
+export { SSIM_WINDOW, SSIM_SIGMA, gaussian1d, ssimRange } from '../ssim-window.js';
+import { SSIM_WINDOW, gaussian1d, ssimRange } from '../ssim-window.js';
 
 /** The three scalars of the FAIR loss; the caller owns (and disposes) them. */
 export interface FairLoss {

@@ -17,16 +17,16 @@
  * batch statistics to `updateRunningStats`, which lets the trainer pool micro-batches first.
  */
 import * as tf from '@tensorflow/tfjs';
-import { BadInputError, ModelError } from '../errors.js';
-import type { UNetSpec } from './types.js';
+import { BadInputError, ModelError } from '../../errors.js';
+import type { UNetSpec } from '../types.js';
 
 /** BatchNorm epsilon of `nn.BatchNorm2d` (TF.js defaults to 1e-3). */
 export const BN_EPS = 1e-5;
 /** PyTorch BatchNorm momentum: `running = (1 - m) * running + m * batch`. */
 export const BN_MOMENTUM = 0.1;
 
-export { unetLayout, paramDefs, parameterCount, type ConvDef, type ParamDef } from './layout.js';
-import { unetLayout, paramDefs, initUNetWeights, type ConvDef } from './layout.js';
+export { unetLayout, paramDefs, parameterCount, type ConvDef, type ParamDef } from '../layout.js';
+import { unetLayout, paramDefs, initUNetWeights, type ConvDef } from '../layout.js';
 
 /** Batch statistics of one BatchNorm layer from a training-mode forward. */
 export interface BatchStat {

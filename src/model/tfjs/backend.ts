@@ -20,7 +20,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
-import { BackendError } from '../errors.js';
+import { BackendError } from '../../errors.js';
 import { registerWasmTrainingKernels } from './wasm/kernels.js';
 import {
   PINNED_WASM_VERSION, createStockModule, createThreadedModule, unrefWorkers, wasmPackage, wasmSmokeTest, withTimeout,

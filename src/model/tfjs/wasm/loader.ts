@@ -17,7 +17,7 @@ import { createRequire } from 'node:module';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
-import { removeAtExit } from '../../io/temp.js';
+import { removeAtExit } from '../../../io/temp.js';
 import type { Worker, WorkerOptions } from 'node:worker_threads';
 import type * as tf from '@tensorflow/tfjs';
 

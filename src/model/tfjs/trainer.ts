@@ -29,10 +29,10 @@
  * With `microBatch >= N` (the default), a step is exactly PyTorch's batch-N step.
  */
 import * as tf from '@tensorflow/tfjs';
-import { BadInputError, ConfigError, ModelError } from '../errors.js';
+import { BadInputError, ConfigError, ModelError } from '../../errors.js';
 import { fairLoss } from './loss.js';
 import type { BatchStat, UNet } from './unet.js';
-import { tfValuesFromTorch, unetToTorch, type TorchTensors } from './weights.js';
+import { tfValuesFromTorch, unetToTorch, type TorchTensors } from '../weights.js';
 
 export interface TrainerOptions {
   /** Base learning rate (1e-4). */
@@ -49,8 +49,8 @@ export interface TrainerOptions {
   gamma?: number;
 }
 
-export type { StepResult, TrainerState } from './training-engine.js';
-import type { StepResult, TrainerState, TrainingEngine } from './training-engine.js';
+export type { StepResult, TrainerState } from '../training-engine.js';
+import type { StepResult, TrainerState, TrainingEngine } from '../training-engine.js';
 
 /** Gradients of one batch plus the pooled BN statistics (see `Trainer.computeGradients`). */
 export interface BatchGradients extends StepResult {
@@ -97,8 +97,8 @@ export function poolBatchStats(parts: readonly Map<string, BatchStat>[]): Map<st
   return out;
 }
 
-export { multiStepLr } from './schedule.js';
-import { multiStepLr } from './schedule.js';
+export { multiStepLr } from '../schedule.js';
+import { multiStepLr } from '../schedule.js';
 
 /**
  * Trains a UNet in place. Call `step` once per batch; set `epoch` at the start of each epoch

@@ -18,7 +18,7 @@
  * Everything is NHWC ('channelsLast'), the only layout the wasm convolutions support.
  */
 import * as tf from '@tensorflow/tfjs';
-import { BackendError } from '../../errors.js';
+import { BackendError } from '../../../errors.js';
 
 type TensorInfo = tf.TensorInfo;
 type Heap = Float32Array | Int32Array | Uint8Array;
