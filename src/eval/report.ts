@@ -87,25 +87,7 @@ const fmt = (v: number | null | undefined, digits = 4): string => (v === null ||
  * Needs `item.input`, `item.restored` and `item.map` (kept with `pictures` != 'none').
  */
 export function renderPicture(item: EvalItem, category: string, size: number, range: HeatRange, threshold: number | null): ImageF32 {
-  if (!item.input || !item.map) throw new BadInputError('bad_picture', `renderPicture: ${item.path} has no kept input or anomaly map (evaluate with pictures enabled)`);
-  const input = toF32(item.input);
-  const restored = item.restored ? toF32(item.restored) : solidImage(size, size, NO_IMAGE);
-  const heat = heatOverlay(input, item.map, range, threshold);
-  let gt: ImageF32;
-  if (item.mask) gt = maskImage(item.mask, size, size);
-  else {
-    gt = solidImage(size, size, NO_IMAGE);
-    drawText(gt, 2, Math.floor(size / 2) - 4, 'NO MASK', 1, WHITE);
-  }
-  return composePanels(
-    [
-      { image: input, title: 'INPUT' },
-      { image: restored, title: 'RESTORED' },
-      { image: heat, title: 'HEATMAP' },
-      { image: gt, title: 'GT MASK' },
-    ],
-    captionOf(item, category, threshold),
-  );
+  return drawPicture(item, category, size, range, threshold, false) as ImageF32;
 }
 
 /**
@@ -114,24 +96,30 @@ export function renderPicture(item: EvalItem, category: string, size: number, ra
  * draws one per test image).
  */
 export function renderPictureU8(item: EvalItem, category: string, size: number, range: HeatRange, threshold: number | null): ImageU8 {
+  return drawPicture(item, category, size, range, threshold, true) as ImageU8;
+}
+
+/** Both pictures from one layout: `bytes` picks the 8-bit panels, otherwise the float ones. */
+function drawPicture(item: EvalItem, category: string, size: number, range: HeatRange, threshold: number | null, bytes: boolean): ImageF32 | ImageU8 {
   if (!item.input || !item.map) throw new BadInputError('bad_picture', `renderPicture: ${item.path} has no kept input or anomaly map (evaluate with pictures enabled)`);
-  const restored = item.restored ?? solidImageU8(size, size, NO_IMAGE);
-  const heat = heatOverlayU8(item.input, item.map, range, threshold);
-  let gt: ImageU8;
-  if (item.mask) gt = maskImageU8(item.mask, size, size);
+  const solid = (): ImageF32 | ImageU8 => (bytes ? solidImageU8(size, size, NO_IMAGE) : solidImage(size, size, NO_IMAGE));
+  const input = bytes ? item.input : toF32(item.input);
+  const restored = item.restored ? (bytes ? item.restored : toF32(item.restored)) : solid();
+  const heat = bytes ? heatOverlayU8(item.input, item.map, range, threshold) : heatOverlay(toF32(item.input), item.map, range, threshold);
+  let gt: ImageF32 | ImageU8;
+  if (item.mask) gt = bytes ? maskImageU8(item.mask, size, size) : maskImage(item.mask, size, size);
   else {
-    gt = solidImageU8(size, size, NO_IMAGE);
+    gt = solid();
     drawText(gt, 2, Math.floor(size / 2) - 4, 'NO MASK', 1, WHITE);
   }
-  return composePanels(
-    [
-      { image: item.input, title: 'INPUT' },
-      { image: restored, title: 'RESTORED' },
-      { image: heat, title: 'HEATMAP' },
-      { image: gt, title: 'GT MASK' },
-    ],
-    captionOf(item, category, threshold),
-  );
+  const panels = [
+    { image: input, title: 'INPUT' },
+    { image: restored, title: 'RESTORED' },
+    { image: heat, title: 'HEATMAP' },
+    { image: gt, title: 'GT MASK' },
+  ];
+  const caption = captionOf(item, category, threshold);
+  return bytes ? composePanels(panels as { image: ImageU8; title: string }[], caption) : composePanels(panels as { image: ImageF32; title: string }[], caption);
 }
 
 /** Grey of a missing panel (no restoration, no mask). */
