@@ -168,7 +168,7 @@ export function emitHighPass(g: Graph, gray: string, size: number, filter: Filte
 /**
  * Squared Prewitt/3 gradient magnitude per channel, zero padding: [N,C,H,W] -> [N,C,H*W].
  * One depthwise conv gives gx and gy of every channel (2C outputs), one Mul squares them and a
- * ReduceSum adds each pair: a third of the elementwise passes of separate gx / gy convs.
+ * ReduceSum adds each pair (two convs, two squares and an Add over separate gx / gy tensors before).
  */
 function gradientEnergy(g: Graph, x: string): string {
   const [n, c, h, w] = g.shape(x) as [Dim, number, number, number];
