@@ -66,6 +66,43 @@ describe('score-fast (typed-array scoring)', function () {
     }
   });
 
+  it('equals the tensor path at the table edges and on images wider than one row strip', () => {
+    // Restored values on and around every branch point of the fast paths: negative (linear
+    // sRGB branch), the 0.04045 knee, the end of the linearisation table (1.5) and far beyond it
+    // (Math.pow, then XYZ >= 2: Math.cbrt), dark pixels (XYZ around Lab's 0.008856 knee);
+    // originals that are not multiples of 1/255.
+    const edges = [-0.7, -1e-3, 0, 0.04045, 0.0405, 0.08, 0.1, 0.5, 1, 1.4999, 1.5, 1.5001, 1.9, 3, 7.5];
+    const S = 32, n = 2;
+    const y = new Float32Array(n * S * S * 3), x = new Float32Array(n * S * S * 3);
+    let s = 7;
+    const rnd = (): number => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+    for (let i = 0; i < y.length; i++) {
+      x[i] = i % 5 === 0 ? 0.02 * rnd() : rnd();
+      // Blocks of equal values (flat: zero gradients) and single outliers.
+      y[i] = (i >> 6) % 3 === 0 ? edges[(i >> 6) % edges.length]! : edges[Math.floor(rnd() * edges.length)]!;
+    }
+    for (const spec of [DEFAULT_SCORING, { ...DEFAULT_SCORING, colourMode: 'rgb' as const, smoothKernel: 3 }]) {
+      const fast = scoreArrays(y, x, n, S, spec);
+      const ref = tensorPath(y, x, n, S, spec);
+      // Restorations of 3 and 7.5 make map values up to ~60, where the float32 tensor path's
+      // own rounding is ~4e-6 per op: 1e-5 relative above 1, absolute below.
+      let worst = 0, at = 0;
+      for (let i = 0; i < ref.maps.length; i++) {
+        const d = Math.abs(fast.maps[i]! - ref.maps[i]!) / Math.max(1, Math.abs(ref.maps[i]!));
+        if (!(d <= worst)) { worst = d; at = i; }
+      }
+      assert.ok(worst <= 1e-5, `edges ${spec.colourMode} maps: ${fast.maps[at]} vs ${ref.maps[at]} at ${at}`);
+      for (let i = 0; i < n; i++) assert.ok(Math.abs(fast.scores[i]! - ref.scores[i]!) <= 1e-5 * Math.abs(ref.scores[i]!), `edges score ${i}`);
+    }
+    // 200 pixels wide: two strips of the row kernels (128 + 72) at full size, one at 100.
+    const W = 200;
+    const big = pair(1, W, 3);
+    const fast = scoreArrays(big.y, big.x, 1, W, DEFAULT_SCORING);
+    const ref = tensorPath(big.y, big.x, 1, W, DEFAULT_SCORING);
+    expectArraysClose(fast.maps, ref.maps, 1e-5, 'two strips maps');
+    assert.ok(Math.abs(fast.scores[0]! - ref.scores[0]!) <= 1e-5 * Math.abs(ref.scores[0]!), 'two strips score');
+  });
+
   it('rejects mismatched buffers and bad settings with typed errors', () => {
     const { y, x } = pair(1, 16, 1);
     assert.throws(() => scoreArrays(y, x.subarray(1), 1, 16), BadInputError);
