@@ -257,20 +257,30 @@ function work(S: number): Work {
  * (`coarse`, already upsampled along the rows) interpolated between two of their rows.
  */
 function fullScalePass(y: Float32Array, x: Float32Array, S: number, c: number, weight: number, k: number, coarse: Coarse[], raw: Float64Array): void {
-  for (let c0 = 0; c0 < S; c0 += STRIP) {
-    const c1 = Math.min(S, c0 + STRIP), w = c1 - c0;
+  gmsRows(y, x, S, c, (r, c0, w) => {
+    for (const { up, taps } of coarse) addRowMix(up, taps.i0[r]! * S + c0, taps.i1[r]! * S + c0, taps.w[r]!, w);
+    if (weight > 0) colourRow(((r + 1) % 3) * RW + 3, w, weight, k);
+    else plainRow(w, k);
+    raw.set(ROW.subarray(0, w), r * S + c0);
+  });
+}
+
+/**
+ * Walk two L x L x 3 images strip by strip and row by row, the 3-row rings loaded around row r
+ * and the row's channel-summed GMS in ACC, then call `row(r, c0, w)` for the strip's w columns.
+ */
+function gmsRows(y: Float32Array, x: Float32Array, L: number, c: number, row: (r: number, c0: number, w: number) => void): void {
+  for (let c0 = 0; c0 < L; c0 += STRIP) {
+    const c1 = Math.min(L, c0 + STRIP), w = c1 - c0;
     for (let q = -1; q <= 0; q++) {
-      loadRow(y, RING_Y, (q + 1) % 3, q, S, c0, c1);
-      loadRow(x, RING_X, (q + 1) % 3, q, S, c0, c1);
+      loadRow(y, RING_Y, (q + 1) % 3, q, L, c0, c1);
+      loadRow(x, RING_X, (q + 1) % 3, q, L, c0, c1);
     }
-    for (let r = 0; r < S; r++) {
-      loadRow(y, RING_Y, (r + 2) % 3, r + 1, S, c0, c1);
-      loadRow(x, RING_X, (r + 2) % 3, r + 1, S, c0, c1);
+    for (let r = 0; r < L; r++) {
+      loadRow(y, RING_Y, (r + 2) % 3, r + 1, L, c0, c1);
+      loadRow(x, RING_X, (r + 2) % 3, r + 1, L, c0, c1);
       gmsRowSum(r, w, c);
-      for (const { up, taps } of coarse) addRowMix(up, taps.i0[r]! * S + c0, taps.i1[r]! * S + c0, taps.w[r]!, w);
-      if (weight > 0) colourRow(((r + 1) % 3) * RW + 3, w, weight, k);
-      else plainRow(w, k);
-      raw.set(ROW.subarray(0, w), r * S + c0);
+      row(r, c0, w);
     }
   }
 }
@@ -286,19 +296,7 @@ function addRowMix(up: Float64Array, a_: number, b_: number, t_: number, w_: num
 
 /** low = channel-summed GMS of two L x L x 3 images (a coarser scale), row by row. */
 function coarsePass(y: Float32Array, x: Float32Array, L: number, c: number, low: Float64Array): void {
-  for (let c0 = 0; c0 < L; c0 += STRIP) {
-    const c1 = Math.min(L, c0 + STRIP), w = c1 - c0;
-    for (let q = -1; q <= 0; q++) {
-      loadRow(y, RING_Y, (q + 1) % 3, q, L, c0, c1);
-      loadRow(x, RING_X, (q + 1) % 3, q, L, c0, c1);
-    }
-    for (let r = 0; r < L; r++) {
-      loadRow(y, RING_Y, (r + 2) % 3, r + 1, L, c0, c1);
-      loadRow(x, RING_X, (r + 2) % 3, r + 1, L, c0, c1);
-      gmsRowSum(r, w, c);
-      low.set(ACC.subarray(0, w), r * L + c0);
-    }
-  }
+  gmsRows(y, x, L, c, (r, c0, w) => low.set(ACC.subarray(0, w), r * L + c0));
 }
 
 /** 2x2 average pool (valid) of an L x L x 3 image into an (L/2) x (L/2) x 3 one, by row strips. */
