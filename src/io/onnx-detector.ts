@@ -124,7 +124,8 @@ async function openWorker(model: Uint8Array | string, providers: string[], threa
     });
     w.on('exit', (code) => failAll(new BackendError('onnx_disposed', `onnxruntime worker exited (code ${code})`)));
   });
-  w.postMessage({ type: 'init', model, providers, threads, spinning });
+  // The session options are fairline's one set (sessionOptions), one per provider to try.
+  w.postMessage({ type: 'init', model, providers, options: providers.map((ep) => sessionOptions(ep, threads, { spinning })) });
   const m = await ready;
   if (m.type === 'failed') {
     await w.terminate();

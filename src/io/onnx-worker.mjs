@@ -10,18 +10,11 @@ let session;
 parentPort.on('message', async (msg) => {
   if (msg.type === 'init') {
     const skipped = [];
-    for (const ep of msg.providers) {
+    for (const [i, ep] of msg.providers.entries()) {
       try {
-        session = await ort.InferenceSession.create(msg.model, {
-          executionProviders: [ep],
-          intraOpNumThreads: msg.threads,
-          interOpNumThreads: 1,
-          executionMode: 'sequential',
-          graphOptimizationLevel: 'all',
-          // No spinning: idle pool threads sleep at once instead of busy-waiting for the next op,
-          // leaving the cores to the main thread's decoding (see OnnxDetectorOptions.spinning).
-          ...(msg.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
-        });
+        // msg.options[i]: src/io/onnx-engine.ts sessionOptions() for this provider (spinning off
+        // when the main thread decodes meanwhile, see OnnxDetectorOptions.spinning).
+        session = await ort.InferenceSession.create(msg.model, msg.options[i]);
         parentPort.postMessage({ type: 'ready', ep, skipped, inputNames: session.inputNames, outputNames: session.outputNames });
         return;
       } catch (err) {
