@@ -28,7 +28,7 @@ const { onnx } = onnxPkg;
 export type Dim = number | string;
 
 /** Attribute values the builder understands (numbers are floats unless listed in `intAttrs`). */
-export type AttrValue = number | number[] | string | { ints: number[] } | { int: number } | { floats: number[] } | { graph: OnnxTypes.IGraphProto };
+export type AttrValue = number | number[] | string | { ints: number[] } | { int: number } | { floats: number[] };
 
 /** One differentiable op on the tape. */
 export interface TapeEntry {
@@ -58,7 +58,6 @@ function attribute(name: string, v: AttrValue): OnnxTypes.IAttributeProto {
   if (typeof v === 'object' && 'ints' in v) return { name, type: A.INTS, ints: v.ints };
   if (typeof v === 'object' && 'floats' in v) return { name, type: A.FLOATS, floats: v.floats };
   if (typeof v === 'object' && 'int' in v) return { name, type: A.INT, i: v.int };
-  if (typeof v === 'object' && 'graph' in v) return { name, type: A.GRAPH, g: v.graph };
   return INT_ATTRS.has(name) ? { name, type: A.INT, i: v } : { name, type: A.FLOAT, f: v };
 }
 
@@ -262,11 +261,6 @@ export class Graph {
     }
   }
 
-  /** This graph as a GraphProto: the body of a control-flow node (Scan, Loop, If) of another graph. */
-  toGraphProto(name: string): OnnxTypes.IGraphProto {
-    return { name, node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs };
-  }
-
   /** Serialise as a ModelProto. */
   toModel(meta: { name: string; doc?: string; producerVersion?: string; props?: Record<string, string> }): Uint8Array {
     const model: OnnxTypes.IModelProto = {
@@ -276,7 +270,7 @@ export class Graph {
       producerVersion: meta.producerVersion ?? '0.1.0',
       docString: meta.doc,
       metadataProps: Object.entries(meta.props ?? {}).map(([key, value]) => ({ key, value })),
-      graph: this.toGraphProto(meta.name),
+      graph: { name: meta.name, node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs },
     };
     return onnx.ModelProto.encode(model).finish();
   }
