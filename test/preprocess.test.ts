@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { BadInputError } from '../src/errors.js';
-import { decodeImage, decodeRaw, encodePng, loadMask, loadModelImage } from '../src/io/image.js';
+import { decodeImage, decodeRaw, encodePng, loadMask, loadModelImage, swapRedBlue } from '../src/io/image.js';
 import { grayFromBgr, imageFromBatch, packBatch, resizeLinearU8, u8ToF32 } from '../src/model/resize.js';
 import type { ImageU8 } from '../src/model/types.js';
 import { REPO_ROOT, expectArraysClose, golden, goldenIndex, nchwToNhwc } from './helpers.js';
@@ -277,5 +277,27 @@ describe('decodeRaw and encodePng', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('swapRedBlue (BGR <-> RGB bytes)', () => {
+  it('equals the per-byte swap for every length, alignment and in place', () => {
+    const naive = (src: Uint8Array): Uint8Array => {
+      const out = new Uint8Array(src.length);
+      for (let i = 0; i < src.length; i += 3) [out[i], out[i + 1], out[i + 2]] = [src[i + 2]!, src[i + 1]!, src[i]!];
+      return out;
+    };
+    const backing = new Uint8Array(3 * 41 + 8).map((_, i) => (i * 37 + 11) & 255);
+    for (let pixels = 0; pixels <= 41; pixels++)
+      for (const offset of [0, 1, 4]) {
+        // Aligned (word path) and unaligned (byte path) views, lengths on and off a 4-pixel block.
+        const src = backing.subarray(offset, offset + 3 * pixels);
+        const dst = new Uint8Array(src.length);
+        swapRedBlue(src, dst);
+        assert.deepEqual(dst, naive(src), `${pixels} pixels at offset ${offset}`);
+        const inPlace = src.slice();
+        swapRedBlue(inPlace, inPlace);
+        assert.deepEqual(inPlace, naive(src), `in place, ${pixels} pixels`);
+      }
   });
 });

@@ -26,7 +26,9 @@ const clamp01 = (v: number): number => (v < 0 ? 0 : v > 1 ? 1 : v);
  */
 export function toByte(v: number): number {
   const f = Math.fround(v);
-  return f > 0 ? (f < 1 ? Math.round(f * 255) : 255) : 0;
+  // (f * 255 + 0.5) | 0 is Math.round here, and ~4x cheaper in V8: f is a float32, so f * 255 and
+  // the + 0.5 are exact in float64 and the truncation of a positive value is the floor.
+  return f > 0 ? (f < 1 ? (f * 255 + 0.5) | 0 : 255) : 0;
 }
 
 /** Colour values for an image's storage: floats as given, bytes quantised like {@link toByte}. */
@@ -219,9 +221,10 @@ export function heatOverlayU8(input: ImageU8, map: ArrayLike<number>, range: Hea
     const g = Math.fround(clamp01(1.5 - Math.abs(4 * v - 2)));
     const b = Math.fround(clamp01(1.5 - Math.abs(4 * v - 1)));
     // The float path's input is the byte / 255 in float32 (toF32); the blend is in [0, 1] already.
-    data[o] = Math.round(Math.fround(0.5 * U8_UNIT[src[o]!]! + 0.5 * b) * 255);
-    data[o + 1] = Math.round(Math.fround(0.5 * U8_UNIT[src[o + 1]!]! + 0.5 * g) * 255);
-    data[o + 2] = Math.round(Math.fround(0.5 * U8_UNIT[src[o + 2]!]! + 0.5 * r) * 255);
+    // Rounded as toByte does (its `| 0` in place of Math.round: exact on float32 values).
+    data[o] = (Math.fround(0.5 * U8_UNIT[src[o]!]! + 0.5 * b) * 255 + 0.5) | 0;
+    data[o + 1] = (Math.fround(0.5 * U8_UNIT[src[o + 1]!]! + 0.5 * g) * 255 + 0.5) | 0;
+    data[o + 2] = (Math.fround(0.5 * U8_UNIT[src[o + 2]!]! + 0.5 * r) * 255 + 0.5) | 0;
   }
   const heat: ImageU8 = { width, height, channels: 3, data };
   if (threshold !== null) drawContour(heat, map, threshold, WHITE);

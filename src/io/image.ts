@@ -207,6 +207,37 @@ export async function loadMaskSized(input: string | Buffer, size: number): Promi
   return { mask: u8ToF32(resized).data, width, height };
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * BGR <-> RGB of 8-bit pixels, `src` into `dst` (same length, a multiple of 3). Four pixels at a
+ * time as three little-endian 32-bit words (the bytes move with shifts and masks: 6 memory
+ * accesses per 4 pixels instead of 24), when both arrays are 4-byte aligned; bytes otherwise.
+ * An eval picture is ~1 MB: 1 ms instead of ~4 (V8 11).
+ */
+export function swapRedBlue(src: Uint8Array, dst: Uint8Array): void {
+  const n = src.length;
+  let i = 0;
+  if (LITTLE_ENDIAN && src.byteOffset % 4 === 0 && dst.byteOffset % 4 === 0 && n >= 12) {
+    const words = Math.floor(n / 12) * 3;
+    const s = new Uint32Array(src.buffer, src.byteOffset, words), d = new Uint32Array(dst.buffer, dst.byteOffset, words);
+    // In: w0 = b0 g0 r0 b1, w1 = g1 r1 b2 g2, w2 = r2 b3 g3 r3 (low byte first); out: r0 g0 b0 r1, g1 b1 r2 g2, b2 r3 g3 b3.
+    for (let k = 0; k < words; k += 3) {
+      const w0 = s[k]!, w1 = s[k + 1]!, w2 = s[k + 2]!;
+      d[k] = ((w0 >>> 16) & 0xff) | (w0 & 0xff00) | ((w0 & 0xff) << 16) | ((w1 & 0xff00) << 16);
+      d[k + 1] = (w1 & 0xff) | ((w0 >>> 24) << 8) | ((w2 & 0xff) << 16) | (w1 & 0xff000000);
+      d[k + 2] = ((w1 >>> 16) & 0xff) | ((w2 >>> 24) << 8) | (w2 & 0xff0000) | ((w2 & 0xff00) << 16);
+    }
+    i = words * 4;
+  }
+  for (; i < n; i += 3) {
+    const b = src[i]!;
+    dst[i] = src[i + 2]!;
+    dst[i + 1] = src[i + 1]!;
+    dst[i + 2] = b;
+  }
+}
+
 /** The 8-bit RGB (or gray) pixels of an image for an encoder: BGR -> RGB, floats clipped to [0, 1] and rounded. */
 function filePixels(img: ImageU8 | ImageF32, what: string): ReturnType<typeof sharp> {
   const { width, height, channels, data } = img;
@@ -216,7 +247,8 @@ function filePixels(img: ImageU8 | ImageF32, what: string): ReturnType<typeof sh
   const px = new Uint8Array(data.length);
   if (data instanceof Float32Array && channels === 3) {
     // The common case, unrolled (pictures are made per reject on a station): clip, round, BGR -> RGB; NaN -> 0.
-    const q = (v: number): number => (v > 0 ? (v < 1 ? Math.round(v * 255) : 255) : 0);
+    // `(v * 255 + 0.5) | 0` is Math.round for a float32 v in (0, 1) (exact in float64), ~4x cheaper.
+    const q = (v: number): number => (v > 0 ? (v < 1 ? (v * 255 + 0.5) | 0 : 255) : 0);
     for (let i = 0; i < data.length; i += 3) {
       px[i] = q(data[i + 2]!);
       px[i + 1] = q(data[i + 1]!);
@@ -224,11 +256,7 @@ function filePixels(img: ImageU8 | ImageF32, what: string): ReturnType<typeof sh
     }
   } else if (channels === 3) {
     // 8-bit BGR (eval pictures are drawn in bytes): the channel swap only.
-    for (let i = 0; i < data.length; i += 3) {
-      px[i] = data[i + 2]!;
-      px[i + 1] = data[i + 1]!;
-      px[i + 2] = data[i]!;
-    }
+    swapRedBlue(data as Uint8Array, px);
   } else {
     // One channel (gray).
     const isFloat = data instanceof Float32Array;
