@@ -240,7 +240,10 @@ const RULES: Record<string, Rule> = {
     const dgamma = reduce(g, 'ReduceSum', g.op('Mul', [gr, xhat]), [0, 2, 3], true);
     let dx: string | undefined;
     if (need[0]) {
-      const cnt = countOver(g, x, [0, 2, 3]);
+      // The count from gr (x's shape), not x: with a symbolic batch, a Shape node on x would keep
+      // that activation alive until the backward reaches this layer (a tensor lives until its
+      // last consumer, Shape included).
+      const cnt = countOver(g, gr, [0, 2, 3]);
       const centred = g.op('Sub', [gr, g.op('Div', [g.op('Add', [g.op('Mul', [xhat, dgamma]), dbeta]), cnt])]);
       dx = g.op('Mul', [centred, g.op('Mul', [gamma4, rstd])]);
     }

@@ -46,10 +46,9 @@ export interface OnnxTrainerOptions {
   /** Write onnxruntime's per-node profile (JSON) with this file prefix (bench/profile). */
   profile?: string;
   /**
-   * onnxruntime's CPU memory arena (default true). Off, freed activations go back to the system
-   * allocator: lower peak RSS (c = 32, batch 8: 3.2 instead of 3.6 GiB), see docs/performance.md.
+   * How onnxruntime holds the step's activations (see {@link TrainMemory}); default 'arena'.
    */
-  memArena?: boolean;
+  memory?: TrainMemory;
   /**
    * Let onnxruntime's intra-op threads busy-wait between ops (default false: `fairline train`'s
    * data worker shares the cores, and spinning threads take them from it).
@@ -59,12 +58,23 @@ export interface OnnxTrainerOptions {
 
 const product = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
+/**
+ * Memory strategies of the training session (measured in docs/training-engines.md):
+ * - 'arena': onnxruntime's CPU arena, tensors allocated as the step runs. Fastest; the arena's
+ *   free lists fragment over the first steps, so peak RSS grows past the planner's peak.
+ * - 'planned': the memory pattern (one block per run with the offsets the planner computed on
+ *   the first run of a batch size), the arena off: peak RSS near the planner's peak, and the
+ *   block's pages zeroed by the kernel on every run (a few % of a step at c >= 32).
+ * - 'plain': neither: every tensor from malloc (lowest RSS, slow: page faults on every tensor).
+ */
+export type TrainMemory = 'arena' | 'planned' | 'plain';
+
 interface Session {
   session: OrtSession;
   provider: string;
 }
 
-async function openSession(ort: OrtModule, bytes: Uint8Array, providers: string[], threads: number, profile?: string, arena = true, spinning = false): Promise<Session> {
+async function openSession(ort: OrtModule, bytes: Uint8Array, providers: string[], threads: number, profile?: string, memory: TrainMemory = 'arena', spinning = false): Promise<Session> {
   const wanted = providers.map((p) => p.toLowerCase());
   if (!wanted.includes('cpu')) wanted.push('cpu');
   const errors: string[] = [];
@@ -72,9 +82,10 @@ async function openSession(ort: OrtModule, bytes: Uint8Array, providers: string[
     try {
       const session = await ort.InferenceSession.create(bytes, {
         ...sessionOptions(ep, threads, { spinning }),
-        // The memory-pattern plan allocates on top of the arena from the second run on (2x RSS).
-        enableMemPattern: false,
-        enableCpuMemArena: arena,
+        // Never both: the memory-pattern block is allocated on top of the arena from the second
+        // run on (2x RSS).
+        enableMemPattern: memory === 'planned',
+        enableCpuMemArena: memory === 'arena',
         ...(profile ? { enableProfiling: true, profileFilePrefix: profile } : {}),
       });
       return { session, provider: ep };
@@ -156,7 +167,7 @@ export class OnnxTrainer implements TrainingEngine {
     }
     const graph = buildTrainStep(opts.spec, stepOptions(opts.size, formulation));
     const t0 = Date.now();
-    const s = await openSession(ort, graph.bytes, providers, threads, opts.profile, opts.memArena ?? true, opts.spinning ?? false);
+    const s = await openSession(ort, graph.bytes, providers, threads, opts.profile, opts.memory ?? 'arena', opts.spinning ?? false);
     log(`onnx training: ${formulation} graph, ${graph.nodeCount} nodes, session on ${s.provider} (${threads} thread(s)) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const tf = initial ? tfValuesFromTorch(initial, opts.spec) : initUNetWeights(opts.spec, seed);
     const torch = torchFromTfValues(tf, opts.spec);
