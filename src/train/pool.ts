@@ -13,6 +13,9 @@ export interface SamplePreparer {
   close(): Promise<void>;
 }
 
+/** Nice value of the data workers' threads (Linux; see worker-impl.ts): the step's threads first. */
+const WORKER_NICE = 19;
+
 /** Copy a bank into shared memory (workers then see it without copying). */
 export function shareBank(bank: ImageBank): ImageBank {
   if (bank.data.buffer instanceof SharedArrayBuffer) return bank;
@@ -36,7 +39,7 @@ export function createPreparer(bank: ImageBank, opts: PrepOptions, workers: numb
   let turn = 0;
   const pool = Array.from({ length: workers }, () => {
     const w = new Worker(new URL('./worker.mjs', import.meta.url));
-    w.postMessage({ type: 'init', bank: shared, opts: sharedOpts });
+    w.postMessage({ type: 'init', bank: shared, opts: sharedOpts, nice: WORKER_NICE });
     w.on('message', (msg: { id: number; ok: boolean; sample?: PreparedSample; error?: string }) => {
       const p = pending.get(msg.id);
       if (!p) return;
