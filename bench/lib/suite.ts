@@ -365,7 +365,7 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
   const stages = {
     decode: { what: `PNG ${side}x${side} RGB -> sharp decode -> INTER_LINEAR ${size}^2 -> float`, msPerFrame: dec.msPerItem },
     highpass: { what: `FFT Butterworth (fft.js), ${size}^2 BGR -> gray high-pass, batch 8`, msPerFrame: hp.msPerItem },
-    scoring: { what: `MSGMS + colour + 21x21 mean + max, typed arrays (tfjs fallback path, score-fast.ts), batch 8`, msPerFrame: scFast.msPerItem },
+    scoring: { what: `MSGMS + colour + 21x21 mean + max, typed arrays (tfjs fallback path, score-fast.ts: WebAssembly kernel), batch 8`, msPerFrame: scFast.msPerItem },
     ...(scGraph ? { scoring_in_graph: { what: `the same scoring as ops of the ONNX detector graph on onnxruntime-cpu, batch 8`, msPerFrame: scGraph.msPerItem } } : {}),
     scoring_tfjs: { what: `the same scoring as tfjs ops (tfjs/score.ts) on tfjs-${backend.name}, batch 8`, msPerFrame: sc.msPerItem },
     guard: { what: `domain guard: 61 features of the ${size}^2 BGR frame + range test (src/model/guard.ts)`, msPerFrame: gd.msPerItem },
