@@ -131,6 +131,19 @@ describe('ONNX autodiff: vector-Jacobian rules against tfjs', function () {
     await check('MaxPool', [[2, 3, 8, 8]], (g, [x]) => maxPool2(g, x!), ([x]) => toNchw(tf.maxPool(toNhwc(x!), 2, 2, 'valid')));
   });
 
+  it('MaxPool 2x2 with ties: the whole gradient to the first maximum of each window, as PyTorch and tfjs', async () => {
+    // A ReLU output over a flat image region: whole windows of one positive value (a conv that
+    // sees only zeros outputs its bias), and windows with two or three equal maxima.
+    const shape = [2, 3, 8, 8];
+    const values = Float32Array.from({ length: size(shape) }, (_, i) => {
+      const [yy, xx] = [Math.floor(i / 8) % 8, i % 8];
+      if (yy < 4 && xx < 4) return 0.75; // constant 4x4 patch: 4 windows of 4 ties each
+      if (yy >= 4 && xx < 4) return [0, 0.5][(yy + xx) % 2]!; // 2 ties per window
+      return Math.max(0, rng.uniform() * 2 - 1);
+    });
+    await check('MaxPool', [shape], (g, [x]) => maxPool2(g, x!), ([x]) => toNchw(tf.maxPool(toNhwc(x!), 2, 2, 'valid')), { values: [values] });
+  });
+
   for (const n of [2, 4, 8, 16]) {
     it(`Resize: bilinear align_corners x2 from ${n} x ${n}`, async () => {
       await check('Resize', [[2, 3, n, n]], (g, [x]) => upsample2(g, x!), ([x]) => toNchw(tf.image.resizeBilinear(toNhwc(x!), [2 * n, 2 * n], true)));
