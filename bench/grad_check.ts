@@ -21,6 +21,7 @@ import { readDataset } from '../src/io/datasets.js';
 import { loadOrt } from '../src/io/onnx-engine.js';
 import { initUNetWeights } from '../src/model/layout.js';
 import { buildTrainStep } from '../src/model/onnx/train-step.js';
+import { firstStepFeeds } from '../src/model/onnx/trainer.js';
 import { useBackend } from '../src/model/tfjs/backend.js';
 import { Trainer } from '../src/model/tfjs/trainer.js';
 import { unetLayout } from '../src/model/tfjs/unet.js';
@@ -93,16 +94,7 @@ const losses: Record<string, number> = { tfjs: ref.loss };
 for (const [name, how] of [['onnx_fast', 'auto'], ['onnx_portable', 'im2col']] as const) {
   const step = buildTrainStep(spec, { size: S, exposeGradients: true, convWeightGrad: how, separableSsim: how === 'auto' });
   const session = await ort.InferenceSession.create(step.bytes);
-  const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {
-    x: new ort.Tensor('float32', x, [N, S, S, 1]),
-    target: new ort.Tensor('float32', t, [N, S, S, 3]),
-    step_size: new ort.Tensor('float32', new Float32Array([1e-4]), []),
-    bc2_sqrt: new ort.Tensor('float32', new Float32Array([1]), []),
-  };
-  for (const s of step.state) {
-    const base = s.name.replace(/^[mv]:/, '');
-    feeds[s.name] = new ort.Tensor('float32', base === s.name ? weights[base]!.data : new Float32Array(weights[base]!.data.length), s.shape);
-  }
+  const feeds = firstStepFeeds(ort, step, { x, target: t, n: N, size: S, spec }, weights, { stepSize: 1e-4, bc2Sqrt: 1 });
   const out = await session.run(feeds);
   for (const k of step.trainable) dump(`g_${name}_${k}`, out[`grad:${k}`]!.data as Float32Array, weights[k]!.shape);
   losses[name] = (out.loss!.data as Float32Array)[0]!;

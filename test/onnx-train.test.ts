@@ -18,7 +18,7 @@ import { useBackend } from '../src/model/tfjs/backend.js';
 import { initUNetWeights } from '../src/model/layout.js';
 import { Graph } from '../src/model/onnx/graph.js';
 import { meanAll } from '../src/model/onnx/ops.js';
-import { OnnxTrainer } from '../src/model/onnx/trainer.js';
+import { firstStepFeeds, OnnxTrainer } from '../src/model/onnx/trainer.js';
 import { buildTrainStep, emitSsim, emitSsimConstants } from '../src/model/onnx/train-step.js';
 import { createRng } from '../src/model/synthesis/rng.js';
 import { TfjsTrainer, Trainer } from '../src/model/tfjs/trainer.js';
@@ -82,16 +82,7 @@ describe('onnxruntime training engine against the tfjs reference', function () {
     for (const how of ['im2col', 'auto'] as const) {
       const step = buildTrainStep(SPEC, { size: S, exposeGradients: true, convWeightGrad: how, separableSsim: how === 'auto' });
       const session = await ort.InferenceSession.create(step.bytes);
-      const feeds: Record<string, InstanceType<OrtModule['Tensor']>> = {
-        x: new ort.Tensor('float32', x, [N, S, S, 1]),
-        target: new ort.Tensor('float32', t, [N, S, S, 3]),
-        step_size: new ort.Tensor('float32', new Float32Array([1e-3]), []),
-        bc2_sqrt: new ort.Tensor('float32', new Float32Array([1]), []),
-      };
-      for (const s of step.state) {
-        const base = s.name.replace(/^[mv]:/, '');
-        feeds[s.name] = new ort.Tensor('float32', base === s.name ? weights[base]!.data : new Float32Array(weights[base]!.data.length), s.shape);
-      }
+      const feeds = firstStepFeeds(ort, step, { x, target: t, n: N, size: S, spec: SPEC }, weights, { stepSize: 1e-3, bc2Sqrt: 1 });
       const out = await session.run(feeds);
       await session.release();
 

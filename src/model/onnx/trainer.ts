@@ -308,6 +308,32 @@ export class OnnxTrainer implements TrainingEngine {
 }
 
 /**
+ * Feeds for the first step of a training graph: a batch (NHWC), the weights (PyTorch layout)
+ * and zero Adam moments. The start-up check, the tests and `bench/grad_check.ts` run graphs
+ * this way, outside an `OnnxTrainer`.
+ */
+export function firstStepFeeds(
+  ort: OrtModule,
+  graph: TrainStepGraph,
+  batch: { x: Float32Array; target: Float32Array; n: number; size: number; spec: UNetSpec },
+  weights: TorchTensors,
+  adam: { stepSize: number; bc2Sqrt: number },
+): Record<string, OrtTensor> {
+  const { n, size: S, spec } = batch;
+  const feeds: Record<string, OrtTensor> = {
+    x: new ort.Tensor('float32', batch.x, [n, S, S, spec.inChannels]),
+    target: new ort.Tensor('float32', batch.target, [n, S, S, spec.outChannels]),
+    step_size: new ort.Tensor('float32', new Float32Array([adam.stepSize]), []),
+    bc2_sqrt: new ort.Tensor('float32', new Float32Array([adam.bc2Sqrt]), []),
+  };
+  for (const slot of graph.state) {
+    const base = slot.name.replace(/^[mv]:/, '');
+    feeds[slot.name] = new ort.Tensor('float32', base === slot.name ? weights[base]!.data : new Float32Array(product(slot.shape)), slot.shape);
+  }
+  return feeds;
+}
+
+/**
  * Run one step of the fast and the portable graph on the same small synthetic batch
  * (64 px, batch 2: every dW formulation of 'auto' is used there) and compare the updated Adam
  * first moments, which are 0.1 x the gradients at step 1. Returns why they differ, or undefined.
@@ -322,16 +348,7 @@ async function compareFormulations(ort: OrtModule, spec: UNetSpec, threads: numb
   for (const how of ['fast', 'portable'] as const) {
     const graph = buildTrainStep(spec, stepOptions(S, how));
     const s = await openSession(ort, graph.bytes, ['cpu'], threads);
-    const feeds: Record<string, OrtTensor> = {
-      x: new ort.Tensor('float32', x, [n, S, S, spec.inChannels]),
-      target: new ort.Tensor('float32', target, [n, S, S, spec.outChannels]),
-      step_size: new ort.Tensor('float32', new Float32Array([1e-3]), []),
-      bc2_sqrt: new ort.Tensor('float32', new Float32Array([Math.sqrt(1 - 0.999)]), []),
-    };
-    for (const slot of graph.state) {
-      const base = slot.name.replace(/^[mv]:/, '');
-      feeds[slot.name] = new ort.Tensor('float32', base === slot.name ? torch[base]!.data : new Float32Array(product(slot.shape)), slot.shape);
-    }
+    const feeds = firstStepFeeds(ort, graph, { x, target, n, size: S, spec }, torch, { stepSize: 1e-3, bc2Sqrt: Math.sqrt(1 - 0.999) });
     try {
       results.push(await s.session.run(feeds));
     } finally {
