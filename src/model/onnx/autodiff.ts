@@ -55,12 +55,13 @@ export function unbroadcast(g: Graph, d: string, shape: readonly Dim[]): string 
   return r;
 }
 
-/** Element count of `x` over `axes` as a float scalar: a constant when static, else computed. */
+/** Half of a static, even spatial size (the 2x2 windows of the MaxPool rule). */
 function halfStatic(d: Dim): number {
   if (typeof d !== 'number' || d % 2 !== 0) throw new ModelError('bad_model', `MaxPool gradient: spatial size must be even and static, got ${String(d)}`);
   return d / 2;
 }
 
+/** Element count of `x` over `axes` as a float scalar: a constant when static, else computed. */
 function countOver(g: Graph, x: string, axes: number[]): string {
   const s = g.shape(x);
   const part = axes.map((a) => s[a]!);

@@ -95,17 +95,6 @@ export function upsample2(g: Graph, x: string): string {
   });
 }
 
-/** Nearest x2 upsampling (replication); not taped: only used inside backward rules. */
-export function repeat2(g: Graph, x: string): string {
-  const [n, c, h, w] = g.shape(x);
-  const scales = g.constant([1, 1, 2, 2], [4], 'upsample_scales');
-  return g.node('Resize', [x, '', scales], [[n!, c!, doubleDim(h!), doubleDim(w!)]], {
-    mode: 'nearest',
-    coordinate_transformation_mode: 'asymmetric',
-    nearest_mode: 'floor',
-  }, { tape: false })[0]!;
-}
-
 /** A value the differentiator treats as a constant (PyTorch's `.detach()`; an Identity node). */
 export function stopGradient(g: Graph, x: string): string {
   return g.node('Identity', [x], [g.shape(x)], {}, { tape: false, hint: `${x}_detached` })[0]!;
