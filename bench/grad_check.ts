@@ -24,6 +24,7 @@ import { buildTrainStep } from '../src/model/onnx/train-step.js';
 import { firstStepFeeds } from '../src/model/onnx/trainer.js';
 import { useBackend } from '../src/model/tfjs/backend.js';
 import { Trainer } from '../src/model/tfjs/trainer.js';
+import type { FilterSpec } from '../src/model/types.js';
 import { unetLayout } from '../src/model/tfjs/unet.js';
 import { tfValuesFromTorch, torchFromTfValues, unetFromTorch, type TorchTensors } from '../src/model/weights.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
@@ -48,14 +49,18 @@ const o = new Command('grad_check')
 
 let weights: TorchTensors;
 let width = o.width;
+// The high-pass the weights were trained with (a fresh init: the CLI's default).
+let filter: FilterSpec = { kind: 'butterworth', cutoff: 30, order: 2 };
 if (o.model) {
   const m = loadModel(o.model);
   weights = m.tensors as TorchTensors;
   width = m.manifest.spec.unet.baseWidth;
+  filter = m.manifest.spec.filter;
 } else if (o.checkpoint) {
   const ck = loadCheckpoint(o.checkpoint);
   weights = ck.weights;
   width = ck.spec.unet.baseWidth;
+  filter = ck.spec.filter;
 } else weights = torchFromTfValues(initUNetWeights({ baseWidth: width, inChannels: 1, outChannels: 3 }, o.seed), { baseWidth: width, inChannels: 1, outChannels: 3 });
 const spec = { baseWidth: width, inChannels: 1, outChannels: 3 };
 if (o.zeroBnBiases) for (const d of unetLayout(spec)) if (d.bn) weights[`${d.conv}.bias`]!.data.fill(0);
@@ -66,7 +71,7 @@ const ort = await loadOrt();
 if (!ort) throw new Error('onnxruntime-node does not load');
 const ds = readDataset(o.data, o.category);
 const { bank } = await loadBank(ds.train.map((s) => s.path), S, 'training');
-const prep = createPreparer(bank, { size: S, filter: { kind: 'butterworth', cutoff: 30, order: 2 }, cutpaste: 'faithful' }, 0);
+const prep = createPreparer(bank, { size: S, filter, cutpaste: 'faithful' }, 0);
 const samples = await Promise.all(epochBatches(o.seed, 0, bank.count, N)[0]!.samples.map((r) => prep.prepare(r)));
 await prep.close();
 const x = new Float32Array(N * S * S), t = new Float32Array(N * S * S * 3);
