@@ -159,6 +159,39 @@ describe('ONNX autodiff: vector-Jacobian rules against tfjs', function () {
     });
   });
 
+  it('recompute: the backward reads no BN-ReLU, MaxPool, skip-sum or upsampling output of the forward, and gives the same gradients', async () => {
+    // One UNet level: conv-BN-ReLU (skip), MaxPool, conv-BN-ReLU, upsampling, skip sum, conv.
+    const [n, c, s] = [2, 3, 8];
+    const shapes = [[n, 1, s, s], [c, 1, 3, 3], [c], [c], [c], [c, c, 3, 3], [c], [c], [c], [3, c, 3, 3], [3]];
+    const build = (g: Graph, v: string[]): string => {
+      const [x, w1, b1, g1, t1, w2, b2, g2, t2, w3, b3] = v as string[];
+      const skip = bnReluTrain(g, conv(g, x!, w1!, b1!), g1!, t1!, 1e-5).y;
+      const low = bnReluTrain(g, conv(g, maxPool2(g, skip), w2!, b2!), g2!, t2!, 1e-5).y;
+      return conv(g, g.op('Add', [upsample2(g, low), skip]), w3!, b3!);
+    };
+    const values = shapes.map((sh) => randn(size(sh)));
+    const run = async (recompute: boolean): Promise<{ grads: Float32Array[]; backwardReadsForward: string[] }> => {
+      const g = new Graph();
+      const names = shapes.map((sh, i) => g.input(`x${i}`, sh as Dim[]));
+      const out = build(g, names);
+      const outShape = g.shape(out) as number[];
+      const loss = reduce(g, 'ReduceSum', g.op('Mul', [out, g.constant(randn(size(outShape)), outShape, 'R')]), [0, 1, 2, 3], false);
+      const activations = new Set(g.tape.filter((e) => ['BatchNormReluTrain', 'MaxPool', 'Add', 'Resize'].includes(e.type)).map((e) => e.outputs[0]!));
+      const forwardNodes = g.nodes.length;
+      const grads = gradients(g, loss, names, { recompute });
+      const backwardReadsForward = [...new Set(g.nodes.slice(forwardNodes).flatMap((nd) => (nd.input ?? []).filter((i) => activations.has(i))))];
+      g.untaped(() => names.forEach((nm) => g.output(g.op('Identity', [grads.get(nm)!]), `d_${nm}`)));
+      const session = await ort.InferenceSession.create(g.toModel({ name: 'recompute' }), { executionProviders: ['cpu'], intraOpNumThreads: 1 });
+      const res = await session.run(Object.fromEntries(names.map((nm, i) => [nm, new ort.Tensor('float32', values[i]!, shapes[i]!)])));
+      await session.release();
+      return { grads: names.map((nm) => res[`d_${nm}`]!.data as Float32Array), backwardReadsForward };
+    };
+    const kept = await run(false), rebuilt = await run(true);
+    assert.ok(kept.backwardReadsForward.length >= 4, `without recompute the backward reads the activations (${kept.backwardReadsForward.join(', ')})`);
+    assert.deepEqual(rebuilt.backwardReadsForward, [], 'with recompute the backward reads only x-hat');
+    rebuilt.grads.forEach((d, i) => assert.deepEqual(d, kept.grads[i], `gradient of input ${i} is not bit-identical`));
+  });
+
   it('covers every op type that has a rule', () => {
     assert.deepEqual([...covered].sort(), [...DIFFERENTIABLE_OPS].sort());
   });

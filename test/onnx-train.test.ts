@@ -72,15 +72,15 @@ describe('onnxruntime training engine against the tfjs reference', function () {
     ort = m;
   });
 
-  it('one step: loss within 1e-5 relative, every gradient within 1e-4 of its largest (c = 4, 32 px, batch 2, a flat quadrant)', async () => {
+  it('one step: loss within 1e-5 relative, every gradient within 1e-4 of its largest (c = 4, 32 px, batch 2, a flat quadrant; each formulation, activations kept or recomputed)', async () => {
     const tfWeights = initUNetWeights(SPEC, 3);
     const weights = torchFromTfValues(tfWeights, SPEC);
     const { x, t } = batch('step');
     // A flat quadrant, as the dark background of a real image: its convs see only zeros and
     // output their biases, so the pooled BN + ReLU outputs there tie (the MaxPool rule's case).
     for (let i = 0; i < N; i++) for (let yy = 0; yy < S / 2; yy++) x.fill(0, i * S * S + yy * S, i * S * S + yy * S + S / 2);
-    for (const how of ['im2col', 'auto'] as const) {
-      const step = buildTrainStep(SPEC, { size: S, exposeGradients: true, convWeightGrad: how, separableSsim: how === 'auto' });
+    for (const [how, recompute] of [['im2col', false], ['auto', false], ['auto', true]] as const) {
+      const step = buildTrainStep(SPEC, { size: S, exposeGradients: true, convWeightGrad: how, separableSsim: how === 'auto', recompute });
       const session = await ort.InferenceSession.create(step.bytes);
       const feeds = firstStepFeeds(ort, step, { x, target: t, n: N, size: S, spec: SPEC }, weights, { stepSize: 1e-3, bc2Sqrt: 1 });
       const out = await session.run(feeds);

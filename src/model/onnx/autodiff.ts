@@ -16,6 +16,15 @@
  * - 'im2col-fused': the same with com.microsoft FusedMatMul (transB), which saves the transpose;
  * - 'taps-fused': per tap, a Slice of the padded input and a FusedMatMul (best at small images).
  * - 'auto': the fastest measured on CPU per level: taps-fused at <= 32 x 32, im2col-fused above.
+ *
+ * Memory ({@link GradOptions.recompute}): a backward pass normally keeps every activation a rule
+ * reads alive from the forward to its use: per BN layer x-hat and the ReLU output, plus each
+ * MaxPool, skip sum and upsampling output that a conv's dW reads. With `recompute`, the rules read
+ * those activations through `fwd()`, which rebuilds them in the backward from x-hat alone
+ * (`relu(beta + gamma xhat)`, then MaxPool / Add / Resize again), so only x-hat stays saved: at
+ * c = 32, 256 px, batch 8 that is about half the saved activations. The recomputed values are
+ * bit-identical to the forward's (the same float ops, the commutative ones with their operands
+ * swapped so that onnxruntime's common-subexpression pass does not merge them back).
  */
 import { ModelError } from '../../errors.js';
 import { broadcastShapes, staticSize, type Dim, type Graph, type TapeEntry } from './graph.js';
@@ -24,6 +33,8 @@ import { concat, convAttrs, reduce, reshape, split, transpose, upsampleMatrix } 
 /** How some gradients are formulated (see the module doc). */
 export interface GradOptions {
   convWeightGrad?: 'im2col' | 'im2col-fused' | 'taps-fused' | 'auto';
+  /** Rebuild activations in the backward instead of keeping them (module doc); default false. */
+  recompute?: boolean;
 }
 
 interface RuleContext {
@@ -34,6 +45,8 @@ interface RuleContext {
   /** Whether each input needs a gradient. */
   need: boolean[];
   opts: Required<GradOptions>;
+  /** A forward activation as the backward may read it: itself, or recomputed (module doc). */
+  fwd: (value: string) => string;
 }
 
 type Rule = (ctx: RuleContext) => (string | undefined)[];
@@ -200,7 +213,7 @@ const RULES: Record<string, Rule> = {
     const parts = e.outputs.map((o, i) => dy[i] ?? zerosLike(g, o));
     return [concat(g, parts, axis), undefined];
   },
-  Conv: ({ g, e, dy, need, opts }) => {
+  Conv: ({ g, e, dy, need, opts, fwd }) => {
     const [x, w, b] = e.inputs as [string, string, string | undefined];
     const group = (e.attrs.group as number | undefined) ?? 1;
     const [, ci] = g.shape(x) as number[];
@@ -214,23 +227,23 @@ const RULES: Record<string, Rule> = {
     if (need[1]) {
       if (group !== 1) throw new ModelError('bad_model', 'Conv gradient: depthwise weights are constants here (no dW rule)');
       if (kh !== kw || kh! % 2 !== 1) throw new ModelError('bad_model', `Conv weight gradient: square odd kernels only, got ${kh}x${kw}`);
-      out[1] = convWeightGrad(g, x, dy[0]!, w, opts.convWeightGrad);
+      out[1] = convWeightGrad(g, fwd(x), dy[0]!, w, opts.convWeightGrad);
     }
     if (b && need[2]) out[2] = reduce(g, 'ReduceSum', dy[0]!, [0, 2, 3], false);
     return out;
   },
-  MaxPool: ({ g, e, dy }) => {
+  MaxPool: ({ g, e, dy, fwd }) => {
     // The whole gradient goes to the FIRST input (row-major within its 2x2 window) that equals
     // the window's maximum, as PyTorch's max_pool2d backward routes it. Ties are common here:
     // where a conv sees only ReLU zeros (flat, dark parts of an image) it outputs its bias, and
     // the BN + ReLU of that constant is a positive constant over the region; a mask of every
     // maximum would give such a window 4 times the gradient (measured at 256 px: encoder
     // gradients off by up to 2 % of their largest against a float64 PyTorch step).
-    const x = e.inputs[0]!;
+    const x = fwd(e.inputs[0]!);
     const [n, c, h, w] = g.shape(x) as Dim[];
     const h2 = halfStatic(h!), w2 = halfStatic(w!);
     const win = reshape(g, transpose(g, reshape(g, x, [n!, c!, h2, 2, w2, 2]), [0, 1, 2, 4, 3, 5]), [n!, c!, h2, w2, 4]);
-    const max = reshape(g, e.outputs[0]!, [n!, c!, h2, w2, 1]);
+    const max = reshape(g, fwd(e.outputs[0]!), [n!, c!, h2, w2, 1]);
     const isMax = g.op('Cast', [g.op('Equal', [win, max])], g.shape(win), { to: 1 });
     const maxesSoFar = g.op('CumSum', [isMax, g.int64([4])], g.shape(win));
     const first = g.op('Equal', [g.op('Mul', [isMax, maxesSoFar]), g.scalar(1)]);
@@ -246,12 +259,12 @@ const RULES: Record<string, Rule> = {
     const aw = g.constant(upsampleMatrix(w!), [2 * w!, w!], `up_${w}`);
     return [g.op('MatMul', [g.op('MatMul', [ahT, dy[0]!]), aw]), undefined, undefined];
   },
-  BatchNormReluTrain: ({ g, e, dy, need }) => {
+  BatchNormReluTrain: ({ g, e, dy, need, fwd }) => {
     if (dy[1] || dy[2]) throw new ModelError('bad_model', 'BatchNorm batch statistics are not differentiable here');
     const [x, gamma] = e.inputs as [string, string];
     const { xhat, rstd, gamma4 } = e.saved as { xhat: string; rstd: string; gamma4: string };
     const c = g.shape(gamma)[0] as number;
-    const gr = g.op('Where', [g.op('Greater', [e.outputs[0]!, g.scalar(0)]), dy[0]!, g.scalar(0)]);
+    const gr = g.op('Where', [g.op('Greater', [fwd(e.outputs[0]!), g.scalar(0)]), dy[0]!, g.scalar(0)]);
     const dbeta = reduce(g, 'ReduceSum', gr, [0, 2, 3], true);
     const dgamma = reduce(g, 'ReduceSum', g.op('Mul', [gr, xhat]), [0, 2, 3], true);
     let dx: string | undefined;
@@ -265,6 +278,21 @@ const RULES: Record<string, Rule> = {
     }
     return [dx, need[1] ? reshape(g, dgamma, [c]) : undefined, need[2] ? reshape(g, dbeta, [c]) : undefined];
   },
+};
+
+/**
+ * How a forward activation is rebuilt in the backward ({@link GradOptions.recompute}), from the
+ * recomputed inputs (`fwd`). Only output 0 of these ops is ever rebuilt.
+ */
+const RECOMPUTE: Record<string, (g: Graph, e: TapeEntry, fwd: (v: string) => string) => string> = {
+  // relu(beta + gamma xhat): the forward's relu(xhat gamma + beta) with the operands swapped.
+  BatchNormReluTrain: (g, e) => {
+    const { xhat, gamma4, beta4 } = e.saved as { xhat: string; gamma4: string; beta4: string };
+    return g.op('Relu', [g.op('Add', [beta4, g.op('Mul', [gamma4, xhat])])]);
+  },
+  MaxPool: (g, e, fwd) => g.node('MaxPool', [fwd(e.inputs[0]!)], [g.shape(e.outputs[0]!)], e.attrs, { tape: false })[0]!,
+  Add: (g, e, fwd) => g.op('Add', [fwd(e.inputs[1]!), fwd(e.inputs[0]!)]),
+  Resize: (g, e, fwd) => g.node('Resize', [fwd(e.inputs[0]!), ...e.inputs.slice(1)], [g.shape(e.outputs[0]!)], e.attrs, { tape: false })[0]!,
 };
 
 function transpose2d(a: Float32Array, rows: number, cols: number): Float32Array {
@@ -290,12 +318,30 @@ export const DIFFERENTIABLE_OPS: readonly string[] = Object.keys(RULES);
  * g.output(grads.get('w')!, 'dw');
  */
 export function gradients(g: Graph, loss: string, wrt: readonly string[], opts: GradOptions = {}): Map<string, string> {
-  const full: Required<GradOptions> = { convWeightGrad: opts.convWeightGrad ?? 'auto' };
+  const full: Required<GradOptions> = { convWeightGrad: opts.convWeightGrad ?? 'auto', recompute: opts.recompute ?? false };
   // Forward reachability: which values depend on a wrt value.
   const depends = new Set<string>(wrt);
   for (const e of g.tape) if (e.inputs.some((i) => depends.has(i))) for (const o of e.outputs) depends.add(o);
   if (!depends.has(loss)) return new Map();
   const grad = new Map<string, string>();
+  // Recomputable activations (module doc): value -> the tape entry that made it.
+  const producer = new Map<string, TapeEntry>();
+  // BN outputs always; MaxPool, Resize and Add only over recomputable inputs (otherwise their
+  // inputs would have to stay alive instead, which saves nothing).
+  if (full.recompute) {
+    for (const e of g.tape) {
+      const activations = e.type === 'BatchNormReluTrain' ? [] : e.type === 'Add' ? e.inputs : e.inputs.slice(0, 1);
+      if (RECOMPUTE[e.type] && depends.has(e.outputs[0]!) && activations.every((x) => producer.has(x))) producer.set(e.outputs[0]!, e);
+    }
+  }
+  const rebuilt = new Map<string, string>();
+  const fwd = (v: string): string => {
+    const e = producer.get(v);
+    if (!e) return v;
+    let r = rebuilt.get(v);
+    if (!r) rebuilt.set(v, (r = RECOMPUTE[e.type]!(g, e, fwd)));
+    return r;
+  };
   return g.untaped(() => {
     grad.set(loss, g.constant([1], g.shape(loss).map(() => 1), 'dloss'));
     for (let i = g.tape.length - 1; i >= 0; i--) {
@@ -306,7 +352,7 @@ export function gradients(g: Graph, loss: string, wrt: readonly string[], opts: 
       if (!need.some(Boolean)) continue;
       const rule = RULES[e.type];
       if (!rule) throw new ModelError('bad_model', `no gradient rule for op ${e.type} (output ${e.outputs[0]})`);
-      const dx = rule({ g, e, dy, need, opts: full });
+      const dx = rule({ g, e, dy, need, opts: full, fwd });
       e.inputs.forEach((x, k) => {
         const d = dx[k];
         if (!need[k] || d === undefined) return;

@@ -145,7 +145,7 @@ export function bnReluTrain(g: Graph, x: string, gamma: string, beta: string, ep
     const y = g.op('Relu', [g.op('Add', [g.op('Mul', [xhat, gamma4]), beta4])]);
     const mean = reshape(g, mean4, [C]);
     const variance = reshape(g, var4, [C]);
-    return { outputs: [y, mean, variance], saved: { xhat, rstd, gamma4 } };
+    return { outputs: [y, mean, variance], saved: { xhat, rstd, gamma4, beta4 } };
   });
   return { y: outs[0]!, mean: outs[1]!, variance: outs[2]! };
 }
