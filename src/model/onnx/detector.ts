@@ -221,42 +221,41 @@ function emitMsgms(g: Graph, pair: string, c: number, scales: number): string {
  *
  * Both piecewise steps are written without `Where` (onnxruntime's Where costs ~9 Adds):
  * `v > t ? p(v) : l(v)` with p(t) = l(t) (continuous at t) equals `p(max(v, t)) + l(min(v, t)) - l(t)`.
- * - sRGB linearisation, t = 0.04045: p(v) = ((v+0.055)/1.055)^2.4 as Exp(2.4 Log(.)) (Pow with a
- *   non-integer exponent is a scalar std::pow), l(v) = v/12.92; max(v, t) also keeps Log's
+ * - sRGB linearisation, t = 0.04045: p(v) = ((v+0.055)/1.055)^2.4 as K Exp(2.4 Log(v + 0.055))
+ *   with K = 1.055^-2.4 (Pow with a non-integer exponent is a scalar std::pow), l(v) = v/12.92;
+ *   K goes into the XYZ matrix (the linear branch is divided by it), max(v, t) also keeps Log's
  *   argument positive for negative restored values. The constant -l(t) passes through the XYZ
  *   matrix as a bias.
- * - Lab f, t = 0.008856: p = cbrt, l(x) = 7.787x + 4/29; -l(t) and 4/29 are constants that a and b
- *   (differences of f) cancel. The CIE branches miss each other by 3.3e-7 at t (rounded
- *   constants), a step added back below t with a Clip.
+ * - Lab f, t = 0.008856: p = cbrt, l(x) = 7.787x + 4/29, as `cbrt(max(x, t')) + 7.787 min(x, t)`
+ *   with t' = (7.787 t + 4/29)^3, so that cbrt(t') = l(t): then every x < t gets l(x) + 7.787 t
+ *   and every x >= t' gets p(x) + 7.787 t, the same constant, which a and b (differences of f)
+ *   cancel. The CIE constants are rounded, so p and l miss each other by 3.3e-7 at t and t' is
+ *   4.3e-8 above t: only x in [t, t') (about 46 float32 values) is off, by at most those 3.3e-7.
  * The sRGB -> XYZ and f -> (a, b) mixes are [3,3] / [2,3] MatMuls (a 1x1 Conv on 3 channels costs
  * several times more on onnxruntime-cpu).
  */
 function emitLabDiff(g: Graph, img: string, mode: ScoringSpec['colourMode']): string {
   const [n, , p] = g.shape(img) as [Dim, number, number];
   const t1 = 0.04045, t2 = 0.008856;
+  const k = 1.055 ** -2.4;
   const hi = g.op('Max', [img, g.scalar(t1)]);
-  const pw = g.op('Exp', [g.op('Mul', [g.op('Log', [g.op('Add', [g.op('Mul', [hi, g.scalar(1 / 1.055)]), g.scalar(0.055 / 1.055)])]), g.scalar(2.4)])]);
-  const lin = g.op('Add', [pw, g.op('Mul', [g.op('Min', [img, g.scalar(t1)]), g.scalar(1 / 12.92)])]);
-  // xyz_j = sum_k lin_k M[k][j] per image (block-diagonal [6,6]); bias_j = -sum_k W[j][k] t1/12.92.
+  const pw = g.op('Exp', [g.op('Mul', [g.op('Log', [g.op('Add', [hi, g.scalar(0.055)])]), g.scalar(2.4)])]);
+  const lin = g.op('Add', [pw, g.op('Mul', [g.op('Min', [img, g.scalar(t1)]), g.scalar(1 / (12.92 * k))])]);
+  // xyz_j = sum_k K lin_k M[k][j] per image (block-diagonal [6,6]); bias_j = -sum_k W[j][k] t1/12.92.
   const wx = new Float32Array(36), bias = new Float32Array(6);
   for (let im = 0; im < 2; im++)
-    for (let k = 0; k < 3; k++) {
-      const rgbIndex = mode === 'rgb' ? 2 - k : k;
+    for (let c = 0; c < 3; c++) {
+      const rgbIndex = mode === 'rgb' ? 2 - c : c;
       for (let j = 0; j < 3; j++) {
         const v = RGB_TO_XYZ[j]![rgbIndex]! / D65_WHITE[j]!;
-        wx[(im * 3 + j) * 6 + im * 3 + k] = v;
+        wx[(im * 3 + j) * 6 + im * 3 + c] = v * k;
         bias[im * 3 + j] -= v * (t1 / 12.92);
       }
     }
   const xyz = g.op('Add', [g.op('MatMul', [g.constant(wx, [6, 6], 'xyz_matrix'), lin], [n, 6, p]), g.constant(bias, [6, 1], 'xyz_bias')]);
-  const cbrt = g.op('Exp', [g.op('Mul', [g.op('Log', [g.op('Max', [xyz, g.scalar(t2)])]), g.scalar(1 / 3)])]);
-  const low = g.op('Min', [xyz, g.scalar(t2)]);
-  const joined = g.op('Add', [cbrt, g.op('Mul', [low, g.scalar(7.787)])]);
-  // The CIE constants are rounded, so the two branches of f miss each other by gap = 3.3e-7 at
-  // t2: subtract it where x < t2 (t2 - min(x, t2) > 0 there, scaled far past gap and clipped).
-  const gap = Math.cbrt(t2) - (7.787 * t2 + 4 / 29);
-  const below = g.op('Clip', [g.op('Mul', [g.op('Sub', [g.scalar(t2), low]), g.scalar(1e30)]), g.scalar(0), g.scalar(gap)], g.shape(low));
-  const f = g.op('Sub', [joined, below]);
+  const tHigh = (7.787 * t2 + 4 / 29) ** 3;
+  const cbrt = g.op('Exp', [g.op('Mul', [g.op('Log', [g.op('Max', [xyz, g.scalar(tHigh)])]), g.scalar(1 / 3)])]);
+  const f = g.op('Add', [cbrt, g.op('Mul', [g.op('Min', [xyz, g.scalar(t2)]), g.scalar(7.787)])]);
   // (a, b) of the original minus (a, b) of the restoration.
   const ab = [500, -500, 0, -500, 500, 0, 0, 200, -200, 0, -200, 200];
   return g.op('MatMul', [g.constant(ab, [2, 6], 'ab_difference'), f], [n, 2, p]);
