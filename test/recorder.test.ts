@@ -206,14 +206,17 @@ describe('streams/recorder (reject capture)', function () {
     const dir = fresh();
     const rec = await open({ dir, queueLimit: 4, concurrency: 1, io: { writeFile: async (p, d) => (await new Promise((r) => setTimeout(r, 150)), writeFile(p, d)) } });
     await new Promise((r) => setTimeout(r, 50)); // the start-up age rotation is done
-    let worst = 0;
+    const took: number[] = [];
     let queued = 0;
     for (let i = 0; i < 40; i++) {
       const t = performance.now();
       if (rec.offer(verdict(i, 'reject'), frame(64, 64))) queued++;
-      worst = Math.max(worst, performance.now() - t);
+      took.push(performance.now() - t);
     }
-    assert.ok(worst < 5, `offer took ${worst.toFixed(2)} ms`);
+    // An offer that waited for the disk would take its 150 ms in every call past the queue's
+    // limit; the 90th percentile ignores the odd call a loaded machine preempts (16 ms seen).
+    const p90 = [...took].sort((a, b) => a - b)[Math.floor(0.9 * took.length)]!;
+    assert.ok(p90 < 5, `offer took ${p90.toFixed(2)} ms (90th percentile of 40)`);
     assert.ok(rec.stats().queued <= 4);
     assert.equal(queued, 5, 'one in the writer and four waiting');
     await rec.close(10000);
