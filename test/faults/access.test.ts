@@ -131,8 +131,8 @@ describe('faults: access (NATS auth and TLS through the config, metrics binding,
         config({ nats: { servers: [srv.url], tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey }, jetstream: { enabled: true, stream: 'ACCESS' } } }),
         sub,
       );
-      assert.equal(ok.got.length, 6);
-      assert.equal(ok.summary.published?.published, 6);
+      assert.equal(ok.summary.published?.published, 6, `published ${JSON.stringify(ok.summary.published)}; log:\n${ok.logs.join('\n')}`);
+      assert.equal(ok.got.length, 6, `the subscriber got ${ok.got.length} of 6`);
       await sub.close();
 
       const noCa = await runStation(config({ nats: { servers: [srv.url] } }), undefined);
