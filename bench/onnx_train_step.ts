@@ -35,7 +35,7 @@ const r = await measure(() => trainer.step(x, t, o.batch), o.batch, { seconds: o
 if (o.profile) trainer.endProfiling();
 trainer.dispose();
 console.log(JSON.stringify({
-  impl: trainer.name, formulation: trainer.formulation, memory: o.memory, spinning: o.spinning ?? false, recompute: o.recompute ?? (o.width >= 16 ? 'on' : 'off'), width: o.width, size: o.size, batch: o.batch, threads: o.threads ?? null,
+  impl: trainer.name, formulation: trainer.formulation, memory: o.memory, spinning: o.spinning ?? false, recompute: trainer.recompute, width: o.width, size: o.size, batch: o.batch, threads: o.threads ?? null,
   iterations: r.iterations, seconds: +r.seconds.toFixed(2), images_per_s: +r.perSecond.toFixed(3),
   max_rss_mib: Math.round(process.resourceUsage().maxRSS / 1024),
 }));

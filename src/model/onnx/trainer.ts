@@ -106,7 +106,8 @@ async function openSession(ort: OrtModule, bytes: Uint8Array, providers: string[
 
 /** The graph options of a formulation. */
 function stepOptions(size: number, f: OnnxFormulation, recompute = false): { size: number; convWeightGrad: 'auto' | 'im2col'; separableSsim: boolean; recompute: boolean } {
-  return f === 'fast' ? { size, convWeightGrad: 'auto', separableSsim: true, recompute } : { size, convWeightGrad: 'im2col', separableSsim: false, recompute };
+  const fast = f === 'fast';
+  return { size, convWeightGrad: fast ? 'auto' : 'im2col', separableSsim: fast, recompute };
 }
 
 function equalArrays(a: Float32Array, b: Float32Array): boolean {
@@ -126,6 +127,8 @@ export class OnnxTrainer implements TrainingEngine {
   readonly size: number;
   readonly epochs: number;
   readonly formulation: OnnxFormulation;
+  /** Whether the backward rebuilds activations (OnnxTrainerOptions.recompute, after its default). */
+  readonly recompute: boolean;
   epoch = 0;
   private t = 0;
   private cur: StateBuffers;
@@ -141,12 +144,14 @@ export class OnnxTrainer implements TrainingEngine {
     state: StateBuffers,
     private readonly opts: OnnxTrainerOptions,
     formulation: OnnxFormulation,
+    recompute: boolean,
   ) {
     this.name = `onnxruntime-${s.provider}`;
     this.spec = opts.spec;
     this.size = opts.size;
     this.epochs = opts.epochs;
     this.formulation = formulation;
+    this.recompute = recompute;
     this.cur = state;
     this.spare = new Map([...state].map(([k, v]) => [k, new Float32Array(v.length)]));
   }
@@ -185,7 +190,7 @@ export class OnnxTrainer implements TrainingEngine {
       const base = slot.name.replace(/^[mv]:/, '');
       state.set(slot.name, base === slot.name ? Float32Array.from(torch[base]!.data) : new Float32Array(product(slot.shape)));
     }
-    return new OnnxTrainer(ort, s, graph, state, opts, formulation);
+    return new OnnxTrainer(ort, s, graph, state, opts, formulation, recompute);
   }
 
   get stepCount(): number {
