@@ -113,6 +113,39 @@ describe('whole-detector ONNX graph', function () {
     await s.release();
   });
 
+  it('per-image scoring (Scan) and whole-batch scoring give the same maps and scores', async () => {
+    const N = 3, S = 64;
+    const make = (perImage: boolean): Uint8Array => {
+      const g = new Graph({ opset: DETECTOR_OPSET });
+      const r = g.input('restored', ['N', 3, S, S]);
+      const o = g.input('original', ['N', 3, S, S]);
+      // boxBlock 16: the banded box filter in 4 blocks, as at 256 px with the default 64.
+      const { map, score } = emitScore(g, r, o, DEFAULT_SCORING, { perImage, boxBlock: 16 });
+      g.output(map, 'map');
+      g.output(score, 'score');
+      return g.toModel({ name: 'score' });
+    };
+    const restored = new Float32Array(N * 3 * S * S), original = new Float32Array(N * 3 * S * S);
+    for (let i = 0; i < restored.length; i++) {
+      original[i] = 0.5 + 0.45 * Math.sin(i * 0.7);
+      restored[i] = original[i]! + (i % 97 < 5 ? 0.3 : 0.02 * Math.cos(i));
+    }
+    const feeds = { restored: new ort.Tensor('float32', restored, [N, 3, S, S]), original: new ort.Tensor('float32', original, [N, 3, S, S]) };
+    const outs = [];
+    for (const perImage of [false, true]) {
+      const s = await session(ort, make(perImage));
+      outs.push(await run(s, feeds));
+      await s.release();
+    }
+    const [batch, scan] = outs as [Record<string, Float32Array>, Record<string, Float32Array>];
+    assert.equal(scan.map!.length, N * S * S);
+    assert.equal(scan.score!.length, N);
+    expectArraysClose(scan.map!, batch.map!, 1e-6, 'map');
+    expectArraysClose(scan.score!, batch.score!, 1e-6, 'score');
+    // Each image is scored on its own: the images differ, so must their scores.
+    assert.ok(new Set(scan.score).size === N, `scores ${Array.from(scan.score!)}`);
+  });
+
   /** Scores and maps of the exported graph vs FairDetector (tfjs) on `images`. */
   async function compare(spec: FairSpec, tensors: ReturnType<typeof unetToTorch>, images: ImageF32[], what: string, engine: 'tfjs' | 'onnx' = 'tfjs', tol = 1e-5): Promise<{ map: number; score: number }> {
     const bytes = exportDetectorOnnx(tensors, spec, { restored: true });
@@ -187,29 +220,35 @@ describe('whole-detector ONNX graph', function () {
     await b.release();
   });
 
-  it('passes onnx.checker (full check) and strict shape inference; metadata carries spec and threshold', () => {
+  it('passes onnx.checker (full check) and strict shape inference, with either scoring form; metadata carries spec and threshold', () => {
     const { manifest, tensors } = loadModel(DEMO);
-    const file = join(dir, 'detector.onnx');
-    writeFileSync(file, exportDetectorOnnx(tensors, manifest.spec, { restored: true, props: { 'fairline.threshold': String(manifest.thresholds?.image) } }));
-    const py = [
-      'import onnx, sys, json',
-      'm = onnx.load(sys.argv[1])',
-      'onnx.checker.check_model(m, full_check=True)',
-      'm2 = onnx.shape_inference.infer_shapes(m, strict_mode=True)',
-      'props = {p.key: p.value for p in m.metadata_props}',
-      'outs = {o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in m2.graph.output}',
-      'print(json.dumps({"props": props, "outputs": outs, "opset": m.opset_import[0].version}))',
-    ].join('\n');
-    const out = JSON.parse(execFileSync('/usr/bin/python3', ['-c', py, file], { encoding: 'utf8' })) as {
-      props: Record<string, string>;
-      outputs: Record<string, (number | string)[]>;
-      opset: number;
-    };
-    assert.equal(out.opset, DETECTOR_OPSET);
-    assert.deepEqual(out.outputs.score, ['N']);
-    assert.deepEqual(out.outputs.map, ['N', 256, 256]);
-    assert.deepEqual(out.outputs.restored, ['N', 256, 256, 3]);
-    assert.deepEqual(JSON.parse(out.props['fairline.spec']!), manifest.spec);
-    assert.equal(Number(out.props['fairline.threshold']), manifest.thresholds?.image);
+    for (const scoring of ['per-image', 'batch'] as const) {
+      const file = join(dir, `detector-${scoring}.onnx`);
+      writeFileSync(file, exportDetectorOnnx(tensors, manifest.spec, { restored: true, scoring, props: { 'fairline.threshold': String(manifest.thresholds?.image) } }));
+      const py = [
+        'import onnx, sys, json',
+        'm = onnx.load(sys.argv[1])',
+        'onnx.checker.check_model(m, full_check=True)',
+        'm2 = onnx.shape_inference.infer_shapes(m, strict_mode=True)',
+        'props = {p.key: p.value for p in m.metadata_props}',
+        'outs = {o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in m2.graph.output}',
+        'ops = sorted({n.op_type for n in m.graph.node})',
+        'print(json.dumps({"props": props, "outputs": outs, "opset": m.opset_import[0].version, "ops": ops}))',
+      ].join('\n');
+      const out = JSON.parse(execFileSync('/usr/bin/python3', ['-c', py, file], { encoding: 'utf8' })) as {
+        props: Record<string, string>;
+        outputs: Record<string, (number | string)[]>;
+        opset: number;
+        ops: string[];
+      };
+      assert.equal(out.opset, DETECTOR_OPSET);
+      assert.deepEqual(out.outputs.score, ['N']);
+      assert.deepEqual(out.outputs.map, ['N', 256, 256]);
+      assert.deepEqual(out.outputs.restored, ['N', 256, 256, 3]);
+      assert.deepEqual(JSON.parse(out.props['fairline.spec']!), manifest.spec);
+      assert.equal(Number(out.props['fairline.threshold']), manifest.thresholds?.image);
+      assert.equal(out.props['fairline.scoring'], scoring);
+      assert.equal(out.ops.includes('Scan'), scoring === 'per-image', `${scoring}: top-level ops ${out.ops.join(',')}`);
+    }
   });
 });

@@ -7,7 +7,6 @@ import { OnnxDetectorGraph } from '../../src/io/onnx-detector.js';
 import { loadOrt } from '../../src/io/onnx-engine.js';
 import { Graph } from '../../src/model/onnx/graph.js';
 import { DETECTOR_OPSET, emitScore } from '../../src/model/onnx/detector.js';
-import { transpose } from '../../src/model/onnx/ops.js';
 import { scoreArrays } from '../../src/model/score-fast.js';
 import type { TorchTensors } from '../../src/model/onnx-export.js';
 import { DEFAULT_SCORING, type FairSpec } from '../../src/model/types.js';
@@ -34,19 +33,21 @@ export async function detectorGraphRate(cfg: { spec: FairSpec; tensors: TorchTen
 }
 
 /** Scoring inside the graph: the detector's scoring ops alone on onnxruntime (restored + original in). */
-export async function graphScoringRate(cfg: { size: number; batch: number; seconds: number; threads: number }): Promise<Rate> {
+export async function graphScoringRate(cfg: { size: number; batch: number; seconds: number; threads: number; perImage?: boolean }): Promise<Rate> {
   const ort = (await loadOrt())!;
   const S = cfg.size;
   const g = new Graph({ opset: DETECTOR_OPSET });
-  const r = transpose(g, g.input('restored', ['N', S, S, 3]), [0, 3, 1, 2]);
-  const o = transpose(g, g.input('original', ['N', S, S, 3]), [0, 3, 1, 2]);
-  const { map, score } = emitScore(g, r, o, DEFAULT_SCORING);
+  // NCHW in, as inside the detector: the UNet's output and the input's transpose, which the
+  // high-pass shares.
+  const r = g.input('restored', ['N', 3, S, S]);
+  const o = g.input('original', ['N', 3, S, S]);
+  const { map, score } = emitScore(g, r, o, DEFAULT_SCORING, { perImage: cfg.perImage ?? true });
   g.output(map, 'map');
   g.output(score, 'score');
   const session = await ort.InferenceSession.create(g.toModel({ name: 'scoring' }), { intraOpNumThreads: cfg.threads, graphOptimizationLevel: 'all' });
   const feeds = {
-    restored: new ort.Tensor('float32', images(cfg.batch, S, 2), [cfg.batch, S, S, 3]),
-    original: new ort.Tensor('float32', images(cfg.batch, S, 3), [cfg.batch, S, S, 3]),
+    restored: new ort.Tensor('float32', images(cfg.batch, S, 2), [cfg.batch, 3, S, S]),
+    original: new ort.Tensor('float32', images(cfg.batch, S, 3), [cfg.batch, 3, S, S]),
   };
   try {
     return await measure(() => session.run(feeds), cfg.batch, { seconds: cfg.seconds, minIters: 3 });

@@ -361,12 +361,14 @@ export async function runFullBench(o: BenchOptions): Promise<Record<string, unkn
   const sc = await scoringRate({ size, batch: 8, seconds: stageSecs });
   const scFast = await fastScoringRate({ size, batch: 8, seconds: stageSecs });
   const scGraph = ortOk ? await graphScoringRate({ size, batch: 8, seconds: stageSecs, threads: cores }) : undefined;
+  const scGraphBatch = ortOk ? await graphScoringRate({ size, batch: 8, seconds: stageSecs, threads: cores, perImage: false }) : undefined;
   const gd = await guardRate({ size, seconds: stageSecs });
   const stages = {
     decode: { what: `PNG ${side}x${side} RGB -> sharp decode -> INTER_LINEAR ${size}^2 -> float`, msPerFrame: dec.msPerItem },
     highpass: { what: `FFT Butterworth (fft.js), ${size}^2 BGR -> gray high-pass, batch 8`, msPerFrame: hp.msPerItem },
     scoring: { what: `MSGMS + colour + 21x21 mean + max, typed arrays (tfjs fallback path, score-fast.ts: WebAssembly kernel), batch 8`, msPerFrame: scFast.msPerItem },
-    ...(scGraph ? { scoring_in_graph: { what: `the same scoring as ops of the ONNX detector graph on onnxruntime-cpu, batch 8`, msPerFrame: scGraph.msPerItem } } : {}),
+    ...(scGraph ? { scoring_in_graph: { what: `the same scoring as ops of the ONNX detector graph on onnxruntime-cpu, batch 8, one image per Scan step (the CPU form)`, msPerFrame: scGraph.msPerItem } } : {}),
+    ...(scGraphBatch ? { scoring_in_graph_batch: { what: `the same, the whole batch in each op (export --scoring batch, the GPU form)`, msPerFrame: scGraphBatch.msPerItem } } : {}),
     scoring_tfjs: { what: `the same scoring as tfjs ops (tfjs/score.ts) on tfjs-${backend.name}, batch 8`, msPerFrame: sc.msPerItem },
     guard: { what: `domain guard: 61 features of the ${size}^2 BGR frame + range test (src/model/guard.ts)`, msPerFrame: gd.msPerItem },
   };

@@ -43,6 +43,8 @@ export interface ExportOptions {
   input?: DetectorInputType;
   /** Detector: also output the restoration. */
   restored?: boolean;
+  /** Detector: scoring one image at a time (default, fastest on CPUs) or the whole batch per op (GPUs). */
+  scoring?: 'per-image' | 'batch';
   /** Fold eval-mode BatchNorm into the convs (smaller file, same outputs to ~1e-6). */
   foldBn?: boolean;
   layout?: 'nhwc' | 'nchw';
@@ -95,7 +97,7 @@ export async function exportModel(o: ExportOptions): Promise<ExportResult> {
   const bytes =
     part === 'unet'
       ? exportUNetOnnx(tensors, spec.unet, { foldBatchNorm, layout, opset: o.opset })
-      : exportDetectorOnnx(tensors, spec, { input: o.input ?? 'float32', restored: o.restored ?? false, foldBatchNorm, props: detectorProps(manifest) });
+      : exportDetectorOnnx(tensors, spec, { input: o.input ?? 'float32', restored: o.restored ?? false, foldBatchNorm, scoring: o.scoring ?? 'per-image', props: detectorProps(manifest) });
   const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     writeFileSync(tmp, bytes);
@@ -222,6 +224,7 @@ export function register(program: Command): void {
     .addOption(new Option('--part <part>', 'what to export: the whole detector (image in, score and map out) or the UNet alone').choices(['detector', 'unet']).default('detector'))
     .addOption(new Option('--input <type>', 'detector input: float32 BGR in [0,1] or uint8 BGR 0..255 (NHWC, model size)').choices(['float32', 'uint8']).default('float32'))
     .option('--restored', 'detector: also output the restoration [N,S,S,3]', false)
+    .addOption(new Option('--scoring <mode>', 'detector: score one image at a time (fastest on CPUs) or the whole batch in each op (GPUs); same scores').choices(['per-image', 'batch']).default('per-image'))
     .option('--fold-bn', 'fold BatchNorm into the convolutions (smaller graph, same outputs)', false)
     .addOption(new Option('--layout <layout>', 'UNet part: tensor layout of the graph input/output').choices(['nhwc', 'nchw']).default('nhwc'))
     .option('--opset <n>', 'UNet part: ONNX opset (13..21; the detector is opset 17)', intOption('--opset', 13), 13)

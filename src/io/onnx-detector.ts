@@ -177,7 +177,9 @@ export class OnnxDetectorGraph implements DetectorGraph {
    * const detector = new FairDetector(manifest.spec, graph);
    */
   static async fromTensors(tensors: TorchTensors, spec: FairSpec, opts: OnnxDetectorOptions & Pick<DetectorExportOptions, 'foldBatchNorm'> = {}): Promise<OnnxDetectorGraph> {
-    const bytes = exportDetectorOnnx(tensors, spec, { restored: true, foldBatchNorm: opts.foldBatchNorm ?? true });
+    // Per-image scoring suits CPUs; a GPU provider gets the whole batch in each op.
+    const cpuOnly = (opts.executionProviders ?? ['cpu']).every((p) => p.toLowerCase() === 'cpu');
+    const bytes = exportDetectorOnnx(tensors, spec, { restored: true, foldBatchNorm: opts.foldBatchNorm ?? true, scoring: cpuOnly ? 'per-image' : 'batch' });
     return OnnxDetectorGraph.create(bytes, spec.size, opts);
   }
 

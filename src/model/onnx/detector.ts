@@ -30,7 +30,7 @@ import { highPassFilter } from '../highpass.js';
 import { filterChannels, type FairSpec, type FilterSpec, type ScoringSpec } from '../types.js';
 import { D65_WHITE, RGB_TO_XYZ } from '../score.js';
 import { Graph, type Dim } from './graph.js';
-import { conv, reshape } from './ops.js';
+import { concat, conv, reshape } from './ops.js';
 import { emitUNet } from './unet.js';
 
 /** Opset of the detector graph (the newest onnx 1.12 checks; see the module doc). */
@@ -59,6 +59,13 @@ export interface DetectorExportOptions {
   foldBatchNorm?: boolean;
   /** Extra metadata_props (threshold, model id, fairline version ...), stored as given. */
   props?: Record<string, string>;
+  /**
+   * How the scoring runs over the batch: 'per-image' (default), one image at a time inside a
+   * `Scan`, fastest on CPUs (the image's scoring tensors stay in cache, see
+   * {@link ScoreGraphOptions.perImage}); 'batch', the whole batch in each op, for GPUs, which
+   * want the larger kernels. Same scores and maps.
+   */
+  scoring?: 'per-image' | 'batch';
 }
 
 const UINT8 = 2;
@@ -181,6 +188,17 @@ function gradientEnergy(g: Graph, x: string): string {
 }
 
 /**
+ * 2x2 sums of [N,C,H,W] -> [N,C,H/2,W/2] as two ReduceSums over adjacent pairs (rows, then
+ * columns): onnxruntime's AveragePool costs several times more.
+ */
+function sumPool2(g: Graph, x: string): string {
+  const [n, c, h, w] = g.shape(x) as [Dim, number, number, number];
+  const rows = g.op('ReduceSum', [reshape(g, x, [n, c * (h / 2), 2, w]), g.int64([2])], [n, c * (h / 2), w], { keepdims: 0 });
+  const cols = g.op('ReduceSum', [reshape(g, rows, [n, c * (h / 2) * (w / 2), 2]), g.int64([2])], [n, c * (h / 2) * (w / 2)], { keepdims: 0 });
+  return reshape(g, cols, [n, c, h / 2, w / 2]);
+}
+
+/**
  * MSGMS minus one, summed over scales, at full size: [N,1,S*S] holding
  * `-(1/scales) sum_s up(mean_c gms_s)` (the caller adds the 1; `msgms = 1 + this`), from `pair`
  * = [N,6,S,S], the original's 3 channels then the restoration's.
@@ -200,10 +218,14 @@ function emitMsgms(g: Graph, pair: string, c: number, scales: number): string {
   let acc: string | undefined;
   for (let s = 0; s < scales; s++) {
     const L = h >> s, Lw = w >> s;
-    if (s > 0) cur = g.op('AveragePool', [cur], [n, ch2, L, Lw], { kernel_shape: [2, 2], strides: [2, 2] });
+    if (s > 0) cur = sumPool2(g, cur);
+    // cur holds 2x2 sums, not means, from scale 1 on: 4^s times the official pooled image, so
+    // gradient energies 16^s times theirs, and gms is the same with c 16^s times larger (exact:
+    // the factors are powers of two).
+    const cs = c * 16 ** s;
     const [eX, eY] = g.node('Split', [gradientEnergy(g, cur), g.int64([ch, ch])], [[n, ch, L * Lw], [n, ch, L * Lw]], { axis: 1 }) as [string, string];
-    const num = g.op('Add', [g.op('Sqrt', [g.op('Mul', [eY, eX])]), g.scalar(c / 2)]);
-    const den = g.op('Add', [g.op('Add', [eY, eX]), g.scalar(c)]);
+    const num = g.op('Add', [g.op('Sqrt', [g.op('Mul', [eY, eX])]), g.scalar(cs / 2)]);
+    const den = g.op('Add', [g.op('Add', [eY, eX]), g.scalar(cs)]);
     let m = g.op('MatMul', [weights, g.op('Div', [num, den])], [n, 1, L * Lw]);
     if (s > 0) {
       const scalesT = g.constant([1, 1, h / L, w / Lw], [4], 'resize_scales');
@@ -261,13 +283,41 @@ function emitLabDiff(g: Graph, img: string, mode: ScoringSpec['colourMode']): st
   return g.op('MatMul', [g.constant(ab, [2, 6], 'ab_difference'), f], [n, 2, p]);
 }
 
+/** Options of {@link emitScore}. */
+export interface ScoreGraphOptions {
+  /**
+   * Score the batch one image at a time inside a `Scan` (default true). Every scoring op then
+   * works on one image's 6 x S x S floats (1.5 MiB at 256 px), which stay in the CPU's cache from
+   * one op to the next, instead of a whole batch's (12 MiB at batch 8), which go through memory
+   * at every one of the ~45 ops. Same values either way.
+   */
+  perImage?: boolean;
+  /** Outputs per block of the box filter's banded products (default 64; see boxMean). */
+  boxBlock?: number;
+}
+
 /**
  * FAIR scoring of restored vs original (both NCHW BGR [N,3,S,S]): `map` [N,S,S] and `score` [N]
  * (src/model/tfjs/score.ts `scoreBatch`).
  * @example
  * const { map, score } = emitScore(g, restored, original, spec.scoring);
  */
-export function emitScore(g: Graph, restored: string, original: string, spec: ScoringSpec): { map: string; score: string } {
+export function emitScore(g: Graph, restored: string, original: string, spec: ScoringSpec, opts: ScoreGraphOptions = {}): { map: string; score: string } {
+  if (!(opts.perImage ?? true)) return emitScoreBatch(g, restored, original, spec, opts);
+  const [n, ch, h, w] = g.shape(restored) as [Dim, number, number, number];
+  const body = new Graph({ opset: g.opset, prefix: `${g.fresh('score_image')}/` });
+  const one = (name: string): string => reshape(body, body.input(`${body.prefix}${name}`, [ch, h, w]), [1, ch, h, w]);
+  const r = one('restored'), o = one('original');
+  const frame = emitScoreBatch(body, r, o, spec, opts);
+  body.output(reshape(body, frame.map, [h, w]));
+  body.output(reshape(body, frame.score, []));
+  for (const [domain, version] of body.domains) g.domains.set(domain, version);
+  const [map, score] = g.node('Scan', [restored, original], [[n, h, w], [n]], { body: { graph: body.toGraphProto('score_image') }, num_scan_inputs: 2 }, { tape: false });
+  return { map: map!, score: score! };
+}
+
+/** {@link emitScore} on the whole batch at once. */
+function emitScoreBatch(g: Graph, restored: string, original: string, spec: ScoringSpec, opts: ScoreGraphOptions): { map: string; score: string } {
   const k = spec.smoothKernel;
   if (!Number.isInteger(k) || k < 1 || k % 2 === 0) throw new ConfigError(`scoring.smoothKernel must be an odd positive integer, got ${k}`);
   if (!Number.isInteger(spec.msgmsScales) || spec.msgmsScales < 1) throw new ConfigError(`scoring.msgmsScales must be a positive integer, got ${spec.msgmsScales}`);
@@ -283,18 +333,46 @@ export function emitScore(g: Graph, restored: string, original: string, spec: Sc
     raw = g.op('Add', [raw, colour]);
   }
   let smooth = reshape(g, g.op('Add', [raw, g.scalar(1)]), [n, h, w]);
-  if (k > 1) {
-    // The zero-padded k x k mean as two MatMuls with a banded [S, S] matrix (1/k where
-    // |i - j| <= k/2): B x sums down the columns, x B along the rows, the band ends at the border
-    // exactly as zero padding does. A GEMM is several times faster than a 1-channel k-tap Conv.
-    if (h !== w) throw new ConfigError(`scoring graph needs a square map, got ${h}x${w}`);
-    const r = (k - 1) / 2;
-    const band = new Float32Array(h * h);
-    for (let i = 0; i < h; i++) for (let j = Math.max(0, i - r); j <= Math.min(h - 1, i + r); j++) band[i * h + j] = 1 / k;
-    const B = g.constant(band, [h, h], 'box_band');
-    smooth = g.op('MatMul', [g.op('MatMul', [B, smooth]), B]);
-  }
+  if (k > 1) smooth = boxMean(g, smooth, k, opts.boxBlock ?? 64);
   return { map: smooth, score: reduceAttr(g, 'ReduceMax', smooth, [1, 2], false) };
+}
+
+/**
+ * The zero-padded k x k mean of [N,S,S] maps, as MatMuls with a banded matrix B (1/k where
+ * |i - j| <= k/2): B x sums down the columns, x B along the rows, and the band ends at the
+ * border exactly as zero padding does (a GEMM is several times faster than a 1-channel k-tap
+ * Conv). B is nearly all zeros, so each product is cut into blocks of `blockSize` outputs that
+ * multiply only the inputs within k/2 of the block (blocks of 64: 256 x 84 x 64 multiply-adds per block where
+ * the whole band costs 256 x 256 x 64 (5.5 M of 16.8 M per product at 256 px, k = 21)).
+ */
+function boxMean(g: Graph, x: string, k: number, blockSize: number): string {
+  const [n, h, w] = g.shape(x) as [Dim, number, number];
+  if (h !== w) throw new ConfigError(`scoring graph needs a square map, got ${h}x${w}`);
+  const r = (k - 1) / 2;
+  const band = (i: number, j: number): number => (Math.abs(i - j) <= r ? 1 / k : 0);
+  const block = h > blockSize && h % blockSize === 0 ? blockSize : h;
+  // Along axis 1: B[c0:c1, lo:hi] . x[lo:hi, :] per block of output rows; along axis 2: x[:, lo:hi] . B[lo:hi, c0:c1].
+  const pass = (v: string, axis: 1 | 2): string => {
+    const parts: string[] = [];
+    for (let c0 = 0; c0 < h; c0 += block) {
+      const c1 = c0 + block, lo = Math.max(0, c0 - r), hi = Math.min(h, c1 + r);
+      const sub = new Float32Array((hi - lo) * block);
+      for (let a = 0; a < hi - lo; a++) for (let b = 0; b < block; b++) sub[a * block + b] = band(lo + a, c0 + b);
+      const part = block === h ? v : g.op('Slice', [v, g.int64([lo]), g.int64([hi]), g.int64([axis])], axis === 1 ? [n, hi - lo, w] : [n, h, hi - lo]);
+      // B is symmetric: the [block, hi-lo] block of rows is the transpose of the [hi-lo, block] one.
+      parts.push(axis === 1
+        ? g.op('MatMul', [g.constant(transpose2(sub, hi - lo, block), [block, hi - lo], 'box_band'), part], [n, block, w])
+        : g.op('MatMul', [part, g.constant(sub, [hi - lo, block], 'box_band')], [n, h, block]));
+    }
+    return parts.length === 1 ? parts[0]! : concat(g, parts, axis);
+  };
+  return pass(pass(x, 1), 2);
+}
+
+function transpose2(a: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(a.length);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j]!;
+  return t;
 }
 
 /** Declare the graph input (float32 or uint8 NHWC) and return it as float32 NCHW in [0, 1]. */
@@ -326,6 +404,8 @@ function emitInput(g: Graph, size: number, type: DetectorInputType): string {
 export function exportDetectorOnnx(tensors: TorchTensors, spec: FairSpec, opts: DetectorExportOptions = {}): Uint8Array {
   const input = opts.input ?? 'float32';
   if (input !== 'float32' && input !== 'uint8') throw new ConfigError(`detector input must be 'float32' or 'uint8', got ${String(input)}`);
+  const scoring = opts.scoring ?? 'per-image';
+  if (scoring !== 'per-image' && scoring !== 'batch') throw new ConfigError(`detector scoring must be 'per-image' or 'batch', got ${String(scoring)}`);
   const S = spec.size;
   if (!Number.isInteger(S) || S < 16 || S % 16 !== 0) throw new ModelError('bad_spec', `model size ${S} is not a positive multiple of 16 (the UNet pools 4 times)`);
   const cin = filterChannels(spec.filter.kind);
@@ -338,7 +418,7 @@ export function exportDetectorOnnx(tensors: TorchTensors, spec: FairSpec, opts: 
   const original = emitInput(g, S, input);
   const highpass = emitHighPass(g, emitGray(g, original), S, spec.filter);
   const { y: restored } = emitUNet(g, highpass, spec.unet, param, fold ? 'folded' : 'eval');
-  const { map, score } = emitScore(g, restored, original, spec.scoring);
+  const { map, score } = emitScore(g, restored, original, spec.scoring, { perImage: scoring === 'per-image' });
   g.output(score, DETECTOR_SCORE);
   g.output(map, DETECTOR_MAP);
   const outputs = [DETECTOR_SCORE, DETECTOR_MAP];
@@ -355,6 +435,7 @@ export function exportDetectorOnnx(tensors: TorchTensors, spec: FairSpec, opts: 
       'fairline.input': input === 'float32' ? 'NHWC float32 BGR in [0,1] at model size' : 'NHWC uint8 BGR 0..255 at model size',
       'fairline.outputs': outputs.join(','),
       'fairline.foldBatchNorm': String(fold),
+      'fairline.scoring': scoring,
       ...opts.props,
     },
   });

@@ -28,7 +28,7 @@ const { onnx } = onnxPkg;
 export type Dim = number | string;
 
 /** Attribute values the builder understands (numbers are floats unless listed in `intAttrs`). */
-export type AttrValue = number | number[] | string | { ints: number[] } | { int: number } | { floats: number[] };
+export type AttrValue = number | number[] | string | { ints: number[] } | { int: number } | { floats: number[] } | { graph: OnnxTypes.IGraphProto };
 
 /** One differentiable op on the tape. */
 export interface TapeEntry {
@@ -49,7 +49,7 @@ const T = onnx.TensorProto.DataType;
 const INT_ATTRS = new Set([
   'axis', 'keepdims', 'group', 'kernel_shape', 'pads', 'strides', 'dilations', 'perm', 'to', 'transA', 'transB',
   'num_outputs', 'noop_with_empty_axes', 'allowzero', 'exclude_outside', 'ceil_mode', 'storage_order', 'select_last_index',
-  'channels_last', 'activation_params_int',
+  'channels_last', 'activation_params_int', 'num_scan_inputs',
 ]);
 
 function attribute(name: string, v: AttrValue): OnnxTypes.IAttributeProto {
@@ -58,6 +58,7 @@ function attribute(name: string, v: AttrValue): OnnxTypes.IAttributeProto {
   if (typeof v === 'object' && 'ints' in v) return { name, type: A.INTS, ints: v.ints };
   if (typeof v === 'object' && 'floats' in v) return { name, type: A.FLOATS, floats: v.floats };
   if (typeof v === 'object' && 'int' in v) return { name, type: A.INT, i: v.int };
+  if (typeof v === 'object' && 'graph' in v) return { name, type: A.GRAPH, g: v.graph };
   return INT_ATTRS.has(name) ? { name, type: A.INT, i: v } : { name, type: A.FLOAT, f: v };
 }
 
@@ -102,11 +103,17 @@ export function broadcastShapes(a: readonly Dim[], b: readonly Dim[]): Dim[] {
 export interface GraphOptions {
   /** Default-domain opset (default 18: ReduceMean / Split take axes / sizes as inputs). */
   opset?: number;
+  /**
+   * Prefix of every generated value name. A subgraph (the body of a Scan, see
+   * {@link Graph.toGraphProto}) needs one: ONNX forbids a body to reuse a name of its enclosing graph.
+   */
+  prefix?: string;
 }
 
 /** The builder. See the module doc. */
 export class Graph {
   readonly opset: number;
+  readonly prefix: string;
   readonly nodes: OnnxTypes.INodeProto[] = [];
   readonly initializers: OnnxTypes.ITensorProto[] = [];
   readonly inputs: OnnxTypes.IValueInfoProto[] = [];
@@ -123,10 +130,12 @@ export class Graph {
 
   constructor(opts: GraphOptions = {}) {
     this.opset = opts.opset ?? 18;
+    this.prefix = opts.prefix ?? '';
   }
 
   /** A fresh value name derived from `hint`. */
   fresh(hint: string): string {
+    hint = this.prefix + hint;
     let name = hint;
     while (this.used.has(name)) name = `${hint}_${++this.counter}`;
     this.used.add(name);
@@ -261,6 +270,14 @@ export class Graph {
     }
   }
 
+  /**
+   * This graph as a GraphProto, for a graph-valued attribute (the `body` of a Scan or Loop).
+   * Its opset and extra domains are the enclosing model's: build it with the same opset.
+   */
+  toGraphProto(name: string): OnnxTypes.IGraphProto {
+    return { name, node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs };
+  }
+
   /** Serialise as a ModelProto. */
   toModel(meta: { name: string; doc?: string; producerVersion?: string; props?: Record<string, string> }): Uint8Array {
     const model: OnnxTypes.IModelProto = {
@@ -270,7 +287,7 @@ export class Graph {
       producerVersion: meta.producerVersion ?? '0.1.0',
       docString: meta.doc,
       metadataProps: Object.entries(meta.props ?? {}).map(([key, value]) => ({ key, value })),
-      graph: { name: meta.name, node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs },
+      graph: this.toGraphProto(meta.name),
     };
     return onnx.ModelProto.encode(model).finish();
   }
