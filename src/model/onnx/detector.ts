@@ -15,11 +15,12 @@
  * - the UNet: {@link emitUNet}, the one definition the UNet export and the training step use;
  * - scoring (src/model/tfjs/score.ts is the tensor reference), on the original and the restoration concatenated into one
  *   6-channel tensor so each elementwise pass runs once: Prewitt/3 gradients as one depthwise
- *   conv, MSGMS over `msgmsScales` scales (2x2 average pool, half-pixel bilinear `Resize` of the
+ *   conv, MSGMS over `msgmsScales` scales (2x2 sums by ReduceSum, half-pixel bilinear `Resize` of the
  *   channel mean back), Lab a/b (sRGB -> XYZ and f -> a/b as small MatMuls, the piecewise steps
  *   without `Where`, powers as `Exp(p * Log(x))`; see emitLabDiff), the zero-padded k x k mean as
- *   two MatMuls with a banded matrix, `ReduceMax` for the score. Written for onnxruntime-cpu,
- *   where these ops are memory-bound: fewer passes over the batch is what makes it fast.
+ *   blocked MatMuls with a banded matrix, `ReduceMax` for the score; by default one image per
+ *   `Scan` step. Written for onnxruntime-cpu, where these ops are memory-bound: fewer passes, over
+ *   data that stays in cache, is what makes it fast.
  *
  * Opset 17 (axes of ReduceMean/ReduceMax as attributes), so checkers and runtimes from onnx 1.12
  * on accept the file. Pure: weights in, ModelProto bytes out.
@@ -342,8 +343,8 @@ function emitScoreBatch(g: Graph, restored: string, original: string, spec: Scor
  * |i - j| <= k/2): B x sums down the columns, x B along the rows, and the band ends at the
  * border exactly as zero padding does (a GEMM is several times faster than a 1-channel k-tap
  * Conv). B is nearly all zeros, so each product is cut into blocks of `blockSize` outputs that
- * multiply only the inputs within k/2 of the block (blocks of 64: 256 x 84 x 64 multiply-adds per block where
- * the whole band costs 256 x 256 x 64 (5.5 M of 16.8 M per product at 256 px, k = 21)).
+ * multiply only the inputs within k/2 of the block: at 256 px, k = 21 and blocks of 64, four
+ * 256 x 84 x 64 products (5.5 M multiply-adds) instead of one 256 x 256 x 256 (16.8 M).
  */
 function boxMean(g: Graph, x: string, k: number, blockSize: number): string {
   const [n, h, w] = g.shape(x) as [Dim, number, number];
@@ -351,28 +352,21 @@ function boxMean(g: Graph, x: string, k: number, blockSize: number): string {
   const r = (k - 1) / 2;
   const band = (i: number, j: number): number => (Math.abs(i - j) <= r ? 1 / k : 0);
   const block = h > blockSize && h % blockSize === 0 ? blockSize : h;
-  // Along axis 1: B[c0:c1, lo:hi] . x[lo:hi, :] per block of output rows; along axis 2: x[:, lo:hi] . B[lo:hi, c0:c1].
   const pass = (v: string, axis: 1 | 2): string => {
     const parts: string[] = [];
     for (let c0 = 0; c0 < h; c0 += block) {
       const c1 = c0 + block, lo = Math.max(0, c0 - r), hi = Math.min(h, c1 + r);
-      const sub = new Float32Array((hi - lo) * block);
-      for (let a = 0; a < hi - lo; a++) for (let b = 0; b < block; b++) sub[a * block + b] = band(lo + a, c0 + b);
+      // The block of B that the block's outputs need: B[c0:c1, lo:hi] left of x (axis 1), B[lo:hi, c0:c1] right of it (axis 2).
+      const rows = axis === 1 ? block : hi - lo, cols = axis === 1 ? hi - lo : block;
+      const sub = new Float32Array(rows * cols);
+      for (let a = 0; a < rows; a++) for (let b = 0; b < cols; b++) sub[a * cols + b] = axis === 1 ? band(c0 + a, lo + b) : band(lo + a, c0 + b);
+      const B = g.constant(sub, [rows, cols], 'box_band');
       const part = block === h ? v : g.op('Slice', [v, g.int64([lo]), g.int64([hi]), g.int64([axis])], axis === 1 ? [n, hi - lo, w] : [n, h, hi - lo]);
-      // B is symmetric: the [block, hi-lo] block of rows is the transpose of the [hi-lo, block] one.
-      parts.push(axis === 1
-        ? g.op('MatMul', [g.constant(transpose2(sub, hi - lo, block), [block, hi - lo], 'box_band'), part], [n, block, w])
-        : g.op('MatMul', [part, g.constant(sub, [hi - lo, block], 'box_band')], [n, h, block]));
+      parts.push(axis === 1 ? g.op('MatMul', [B, part], [n, block, w]) : g.op('MatMul', [part, B], [n, h, block]));
     }
     return parts.length === 1 ? parts[0]! : concat(g, parts, axis);
   };
   return pass(pass(x, 1), 2);
-}
-
-function transpose2(a: Float32Array, rows: number, cols: number): Float32Array {
-  const t = new Float32Array(a.length);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = a[i * cols + j]!;
-  return t;
 }
 
 /** Declare the graph input (float32 or uint8 NHWC) and return it as float32 NCHW in [0, 1]. */
